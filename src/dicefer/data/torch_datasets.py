@@ -1,0 +1,55 @@
+"""torch Datasets over a FaceSet: single images (evaluation, supervised) and same-expression pairs."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .base import FaceSet
+from .transforms import paper_augment, to_tensor, whiten
+
+
+def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
+    """Decode once: uint8 (N, C, size, size), so epochs only pay for augmentation."""
+    images = faces.images
+    if grayscale and images.ndim == 4:
+        images = (images[..., :3] @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
+    if images.shape[1] == size and images.shape[2] == size:
+        t = torch.from_numpy(np.ascontiguousarray(images))
+        return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+    out = [(to_tensor(img, size) * 255).round().to(torch.uint8) for img in images]
+    return torch.stack(out)
+
+
+class Faces(Dataset):
+    """Preprocessed faces: augmentation (training only), then per-image whitening."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, augment: bool, seed: int = 0) -> None:
+        self.images, self.labels = images, torch.as_tensor(labels)
+        self.augment, self.seed = augment, seed
+        self.rng = random.Random(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.rng = random.Random(f"{self.seed}-{epoch}")
+
+    def image(self, i: int) -> torch.Tensor:
+        x = self.images[i].float().div_(255.0)
+        if self.augment:
+            x = paper_augment(x, self.rng)
+        return whiten(x)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(i), self.labels[i]
+
+
+class FacePairs(Faces):
+    """Indexed by (i, j) pairs from SameExpressionPairs: returns (x_i, x_j, label)."""
+
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i, j = pair
+        return self.image(i), self.image(j), self.labels[i]

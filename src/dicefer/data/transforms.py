@@ -1,0 +1,36 @@
+"""Preprocessing shared by training, evaluation and inference, and the paper's augmentation."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as F
+
+PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
+
+
+def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, C) -> float (C, size, size) in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image))
+    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+    t = t.float().div_(255.0)
+    if t.shape[-1] != size or t.shape[-2] != size:
+        t = F.resize(t, [size, size], antialias=True)
+    return t
+
+
+def whiten(x: torch.Tensor) -> torch.Tensor:
+    """Per-image whitening (zero mean, unit variance per image), as in the paper."""
+    dims = tuple(range(x.ndim - 3, x.ndim))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True).clamp_min(1.0 / 255)
+    return (x - mean) / std
+
+
+def paper_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """A rotation from -15..15 degrees in 5-degree steps, with or without a horizontal flip."""
+    angle = rng.choice(PAPER_ANGLES)
+    if angle:
+        x = F.rotate(x, angle, interpolation=F.InterpolationMode.BILINEAR)
+    return F.horizontal_flip(x) if rng.random() < 0.5 else x

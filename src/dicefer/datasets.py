@@ -1,0 +1,27 @@
+"""`--data SPEC` -> (train, test) FaceSets. Later dataset adapters register here."""
+from __future__ import annotations
+
+from .config import DataConfig, TrainConfig
+from .errors import ConfigError
+from .data.base import FaceSet
+from .data.synthetic import SyntheticSpec, load_synthetic
+
+
+def _synthetic(arg: str, data: DataConfig, seed: int) -> tuple[FaceSet, FaceSet]:
+    if arg:
+        raise ConfigError("the synthetic dataset takes no path; set its options with data.* (for example data.train_identities=100)")
+    spec = SyntheticSpec(
+        train_identities=data.train_identities, test_identities=data.test_identities,
+        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, seed=seed,
+    )
+    return load_synthetic(spec)
+
+
+LOADERS = {"synthetic": _synthetic}
+
+
+def load_dataset(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    name, _, arg = cfg.data.spec.partition(":")
+    if name not in LOADERS:
+        raise ConfigError(f"unknown dataset spec '{cfg.data.spec}'; valid: {', '.join(LOADERS)}")
+    return LOADERS[name](arg, cfg.data, cfg.seed)

@@ -1,0 +1,92 @@
+"""`dicefer evaluate`: rebuild a run from its folder, score it, and write RUN/report/."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import LoadedRun
+from .config import TrainConfig
+from .data.base import CLASSES
+from .data.torch_datasets import Faces, resize_all
+from .datasets import load_dataset
+from .engine import encode
+from .evaluation import classification_metrics, identity_probe, mutual_information_gap
+from .report import write_report
+
+STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
+
+
+def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
+    run = LoadedRun(run_dir)
+    cfg: TrainConfig = run.config
+    if data_spec:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=data_spec))
+    train_set, test_set = load_dataset(cfg)
+
+    def codes_of(faces, module: str) -> np.ndarray:
+        images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
+        return encode(run[module], Faces(images, faces.expression, augment=False))
+
+    def predictions(codes: np.ndarray) -> np.ndarray:
+        import torch
+        with torch.no_grad():
+            return run["classifier"](torch.from_numpy(codes)).argmax(1).numpy()
+
+    e_train, e_test = codes_of(train_set, "expression"), codes_of(test_set, "expression")
+    codes = {"E": e_test}
+    if "identity" in run.modules:
+        codes["I"] = codes_of(test_set, "identity")
+    report = {
+        "dataset": cfg.data.spec,
+        "method": cfg.method,
+        "classes": list(CLASSES),
+        "test": classification_metrics(test_set.expression, predictions(e_test), CLASSES),
+        "train": classification_metrics(train_set.expression, predictions(e_train), CLASSES),
+        "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed),
+        "run": run_summary(run_dir, cfg),
+    }
+    write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,
+                 identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl")
+    return report
+
+
+def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identity: np.ndarray | None, seed: int) -> dict:
+    """MIG over (expression, identity) and linear identity probes, on the test identities' images."""
+    if identity is None:
+        return {"mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
+                "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
+    mig = mutual_information_gap(np.concatenate(list(codes.values()), axis=1),
+                                 {"expression": expression, "identity": identity})
+    probe_e = identity_probe(codes["E"], identity, seed)
+    probe_i = identity_probe(codes["I"], identity, seed) if "I" in codes else None
+    out = {
+        "mig": mig["mig"], "mig_per_factor": mig["per_factor"],
+        "identity_probe_accuracy_E": probe_e["accuracy"],
+        "identity_probe_accuracy_I": probe_i["accuracy"] if probe_i else None,
+        "chance_identity": probe_e["chance"],
+    }
+    if probe_i is None:
+        out["note"] = "this method learns no identity code, so the probe on I is n/a"
+    return out
+
+
+def run_summary(run_dir: Path, cfg: TrainConfig) -> dict:
+    """Config essentials, throughput per stage, and Stage 1's collapse diagnostics at its last epoch."""
+    summary: dict = {"input_size": cfg.data.size, "batch_size": cfg.batch_size, "mi_estimator": cfg.mi.estimator,
+                     "seed": cfg.seed}
+    log = Path(run_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    for stage in ("stage1", "stage2", "stage3", "supervised"):
+        rows = [r for r in records if r["stage"] == stage]
+        if rows:
+            summary[f"{stage}_epochs"] = len(rows)
+            summary[f"{stage}_images_per_s"] = round(float(np.median([r["images_per_s"] for r in rows])), 2)
+            summary[f"{stage}_time_s"] = round(sum(r["time_s"] for r in rows), 1)
+    last_stage1 = [r for r in records if r["stage"] == "stage1"][-1:]
+    for key in STAGE1_DIAGNOSTICS:
+        if last_stage1 and key in last_stage1[0]:
+            summary[f"stage1_final_{key}"] = last_stage1[0][key]
+    return summary

@@ -1,0 +1,133 @@
+"""Statistics networks (Deep InfoMax global and local critics) and the MI lower bounds.
+
+Every critic scores all B x B combinations of a batch at once: entry [i, j] is T(image_i, code_j).
+The diagonal holds the joint samples, the off-diagonal entries the "marginal" ones (an image
+with the code of another item of the batch). Using all B(B-1) off-diagonal entries rather than
+one rolled partner gives the estimators far more negatives for the same cost.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _code_net(code_dim: int, dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(code_dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    return nn.functional.normalize(a, dim=dim), nn.functional.normalize(b, dim=-1)
+
+
+class GlobalCritic(nn.Module):
+    """T(M, z) on the whole feature map of M and a code z: an encode-and-dot-product critic.
+
+    Scores are cosine similarities divided by a temperature: bounded (so DV cannot overflow) and
+    sharp enough to give the encoder a gradient from random initialisation.
+    """
+
+    def __init__(self, feature_channels: int, code_dim: int, dim: int = 128, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.image = nn.Sequential(
+            nn.Conv2d(feature_channels, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim),
+        )
+        self.code = _code_net(code_dim, dim)
+        self.temperature = temperature
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        image, code = _cosine(self.image(features), self.code(codes))
+        return image @ code.T / self.temperature  # (B, B)
+
+
+class LocalCritic(nn.Module):
+    """T(M_p, z) scoring a code against every spatial position p of M's feature map (1x1 convs)."""
+
+    def __init__(self, feature_channels: int, code_dim: int, dim: int = 128, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.image = nn.Sequential(
+            nn.Conv2d(feature_channels, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1),
+        )
+        self.code = _code_net(code_dim, dim)
+        self.temperature = temperature
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        local, code = _cosine(self.image(features).flatten(2), self.code(codes), dim=1)  # (B, dim, P), (B, dim)
+        return torch.einsum("idp,jd->pij", local, code) / self.temperature  # (P, B, B): one matrix per position
+
+
+def _split(scores: torch.Tensor, joint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint and marginal scores of (..., B, B) matrices, flattened.
+
+    Joint: the diagonal, or the entries of the boolean mask `joint`. Marginal: every off-diagonal
+    entry (an image with the code of another item).
+    """
+    b = scores.shape[-1]
+    eye = torch.eye(b, dtype=torch.bool, device=scores.device)
+    joint = eye if joint is None else joint
+    return scores[..., joint].reshape(-1), scores[..., ~eye].reshape(-1)
+
+
+def _log_mean_exp(x: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(x, dim=0) - math.log(x.numel())
+
+
+def dv_bound(scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Donsker-Varadhan: E_joint[T] - log E_marginal[exp T], in nats, computed with log-sum-exp."""
+    joint, marginal = _split(scores, joint_mask)
+    return joint.mean() - _log_mean_exp(marginal)
+
+
+class MIEstimator(nn.Module):
+    """Turns a score matrix into (surrogate to maximise, MI estimate in nats).
+
+    dv: Donsker-Varadhan with MINE's bias correction: the gradient of log E[exp T] uses a moving
+        average of E[exp T] as denominator (kept in log space, as a buffer, so it is checkpointed).
+    jsd: Jensen-Shannon (Deep InfoMax); its critic approximates the log density ratio, so the
+        estimate reported is the DV bound of that same critic.
+    infonce: contrastive bound, at most log B; rows are images, each picks its code among B
+        (with several joint entries in a row, the mean over them, as in supervised contrastive losses).
+
+    `joint_mask` (B, B) marks which (image, code) entries are joint samples; by default the
+    diagonal (each image with its own code).
+    """
+
+    def __init__(self, kind: str = "dv", ema: float = 0.01) -> None:
+        super().__init__()
+        if kind not in ("dv", "jsd", "infonce"):
+            raise ValueError(f"unknown MI estimator {kind!r}")
+        self.kind, self.ema = kind, ema
+        self.register_buffer("log_ma", torch.tensor(float("nan")))
+
+    def forward(self, scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "infonce":
+            return self._infonce(scores, joint_mask)
+        estimate = dv_bound(scores.detach(), joint_mask)
+        joint, marginal = _split(scores, joint_mask)
+        if self.kind == "jsd":
+            surrogate = -nn.functional.softplus(-joint).mean() - nn.functional.softplus(marginal).mean()
+            return surrogate, estimate
+        lme = _log_mean_exp(marginal)
+        if self.training:
+            self._update(lme.detach())
+        # d/dθ exp(lme - log_ma) = ∇E[exp T] / moving average: MINE's unbiased-gradient surrogate.
+        surrogate = joint.mean() - torch.exp(lme - self.log_ma)
+        return surrogate, estimate
+
+    @staticmethod
+    def _infonce(scores: torch.Tensor, joint_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        b = scores.shape[-1]
+        mask = torch.eye(b, dtype=torch.bool, device=scores.device) if joint_mask is None else joint_mask
+        log_softmax = scores - torch.logsumexp(scores, dim=-1, keepdim=True)
+        per_row = (log_softmax * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+        bound = per_row[..., mask.any(-1)].mean() + math.log(b)
+        return bound, bound.detach()
+
+    @torch.no_grad()
+    def _update(self, lme: torch.Tensor) -> None:
+        if torch.isnan(self.log_ma):
+            self.log_ma.copy_(lme)
+        else:
+            self.log_ma.copy_(torch.logaddexp(self.log_ma + math.log1p(-self.ema), lme + math.log(self.ema)))

@@ -1,0 +1,141 @@
+"""What one training step of each DICE-FER stage computes. No I/O, no optimisers, no collectives.
+
+Each function returns (loss to minimise, dict of floats to log).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .models.encoders import Encoder
+from .models.heads import Classifier, ShuffleDiscriminator
+from .models.mi import GlobalCritic, LocalCritic, MIEstimator
+
+
+class MITerm(nn.Module):
+    """mu * global + nu * local MI between feature maps and codes, each with its own estimator state."""
+
+    def __init__(self, feature_channels: int, code_dim: int, dim: int, estimator: str, ema: float,
+                 mu: float, nu: float, temperature: float) -> None:
+        super().__init__()
+        self.global_critic = GlobalCritic(feature_channels, code_dim, dim, temperature)
+        self.local_critic = LocalCritic(feature_channels, code_dim, dim, temperature)
+        self.global_est = MIEstimator(estimator, ema)
+        self.local_est = MIEstimator(estimator, ema)
+        self.mu, self.nu = mu, nu
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor, joint_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g, g_est = self.global_est(self.global_critic(features, codes), joint_mask)
+        l, l_est = self.local_est(self.local_critic(features, codes), joint_mask)
+        return self.mu * g + self.nu * l, g_est, l_est
+
+
+@dataclass
+class Stage1:
+    """Expression encoder: maximise I(M; E_N) (global and local), minimise delta * |E_M - E_N|.
+
+    A joint sample of I(M; E_N) is an image with the code of a different image of the same
+    expression. positives="pair" uses only the sampled partners (M with E_N, N with E_M);
+    positives="batch" (default) also uses every other same-expression combination in the batch:
+    more samples of the same joint distribution, hence lower variance, and what lets Stage 1
+    escape the constant-code collapse from random weights. Marginal samples: an image with the
+    code of any other image in the batch.
+    """
+
+    encoder: Encoder
+    mi: MITerm
+    delta: float
+    positives: str = "batch"
+    l1_after_mi: float = 0.0
+    l1_on: bool = False
+
+    def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        b = len(x_m)
+        codes, feats = self.encoder(torch.cat([x_m, x_n]))  # one pass: BatchNorm sees both halves
+        e_m, e_n = codes[:b], codes[b:]
+        mi, mi_global, mi_local = self.mi(feats, codes, joint_mask(y, self.positives))
+        l1 = F.l1_loss(e_m, e_n)
+        # Optional: hold L1 back until the critics have found a signal, so it cannot win alone.
+        self.l1_on = self.l1_on or float(self.mi.mu * mi_global + self.mi.nu * mi_local) > self.l1_after_mi
+        loss = -mi + (self.delta * l1 if self.l1_on else 0.0)
+        return loss, {
+            "loss": float(loss.detach()), "mi_global": float(mi_global), "mi_local": float(mi_local),
+            **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on),
+        }
+
+
+def joint_mask(y: torch.Tensor, positives: str) -> torch.Tensor:
+    """(2B, 2B) mask over [M; N] images x [M; N] codes marking the joint samples of I(M; E_N)."""
+    b = len(y)
+    if positives == "pair":
+        partner = torch.arange(2 * b, device=y.device).roll(b)
+        return nn.functional.one_hot(partner, 2 * b).bool()
+    labels = torch.cat([y, y])
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(2 * b, dtype=torch.bool, device=y.device)
+
+
+def code_diagnostics(e_m: torch.Tensor, e_n: torch.Tensor) -> dict[str, float]:
+    """The collapse check: spread of the codes, and L1 of true pairs against non-pairs."""
+    codes = torch.cat([e_m, e_n])
+    nonpair = e_n.roll(1, dims=0)
+    return {
+        "code_std": float(codes.std(0).mean()),
+        "l1_pair": float((e_m - e_n).abs().mean()),
+        "l1_nonpair": float((e_m - nonpair).abs().mean()),
+    }
+
+
+@dataclass
+class Stage2:
+    """Identity encoder (E frozen): maximise I(M; [E_M, I_M]) - zeta_adv * (L_adv_M + L_adv_N).
+
+    The discriminator is trained in the same step on detached codes to tell (E, I) from
+    (E, I shuffled within the batch); the identity encoder is trained to fool it.
+    """
+
+    expression: Encoder
+    identity: Encoder
+    mi: MITerm
+    disc: ShuffleDiscriminator
+    zeta_adv: float
+
+    def step(self, x_m: torch.Tensor, x_n: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        x = torch.cat([x_m, x_n])
+        with torch.no_grad():
+            e, _ = self.expression(x)
+        i, feats = self.identity(x)
+        mi, g_est, l_est = self.mi(feats, torch.cat([e, i], dim=1))
+        perm = shuffle_index(len(x), generator, x.device)
+        # L_adv = E[log D(E, I)] + E[log(1 - D(E, I_shuffled))], summed over the M and N halves.
+        adv = 2 * adversary_log_likelihood(self.disc(e, i), self.disc(e, i[perm]))
+        loss = -mi + self.zeta_adv * adv
+        d_loss = -adversary_log_likelihood(self.disc(e, i.detach()), self.disc(e, i.detach()[perm]))
+        return loss, d_loss, {
+            "loss": float(loss), "mi_global": float(g_est), "mi_local": float(l_est),
+            "adv": float(adv), "disc_loss": float(d_loss), "id_code_std": float(i.detach().std(0).mean()),
+        }
+
+
+def shuffle_index(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A random derangement-like permutation: a random non-zero cyclic shift of a random order."""
+    order = torch.randperm(n, generator=generator)
+    shift = int(torch.randint(1, n, (1,), generator=generator))
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = order.roll(shift)
+    return perm.to(device)
+
+
+def adversary_log_likelihood(joint_logits: torch.Tensor, shuffled_logits: torch.Tensor) -> torch.Tensor:
+    return F.logsigmoid(joint_logits).mean() + F.logsigmoid(-shuffled_logits).mean()
+
+
+def supervised_step(encoder: Encoder, classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The plain baseline: the same ResNet-18 and classifier trained end to end with cross-entropy."""
+    logits = classifier(encoder(x)[0])
+    loss = F.cross_entropy(logits, y)
+    return loss, {"loss": float(loss), "accuracy": float((logits.argmax(1) == y).float().mean())}

@@ -1,0 +1,42 @@
+import pytest
+
+from dicefer.config import PRESETS, build_config, from_dict, to_dict
+from dicefer.errors import ConfigError
+
+
+def test_precedence_preset_file_override(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("stage1:\n  epochs: 7\n  delta: 0.2\n")
+    cfg = build_config("smoke", f, ["stage1.epochs=9", "mi.estimator=jsd"])
+    assert cfg.stage1.epochs == 9 and cfg.stage1.delta == 0.2 and cfg.mi.estimator == "jsd"
+    assert cfg.data.size == PRESETS["smoke"]["data"]["size"]
+
+
+def test_paper_defaults():
+    cfg = build_config("paper")
+    assert (cfg.mi.mu, cfg.mi.nu, cfg.stage1.delta, cfg.stage2.zeta_adv) == (0.5, 1.0, 0.1, 0.025)
+    assert (cfg.stage1.lr, cfg.batch_size, cfg.model.code_dim, cfg.data.size) == (1e-4, 32, 64, 112)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["stage1.epoch=3"], "unknown config key 'stage1.epoch'"),
+    (["stage1.epochs=abc"], "stage1.epochs: expected int"),
+    (["stage1.epochs=2.5"], "expected an integer"),
+    (["mi.estimator=mine"], "mi.estimator='mine' is not one of"),
+    (["epochs"], "not of the form key=value"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config("smoke", None, override)
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="choose one of"):
+        build_config("huge")
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config("smoke", tmp_path / "nope.yaml")
+
+
+def test_round_trip():
+    cfg = build_config("demo", None, ["seed=5"])
+    assert from_dict(to_dict(cfg)) == cfg

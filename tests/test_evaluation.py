@@ -1,0 +1,153 @@
+"""Metrics must separate good from bad codes, and the report folder must be complete and readable."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dicefer.data.base import CLASSES
+from dicefer.evaluation import classification_metrics, embedding_2d, identity_probe, mutual_information_gap
+from dicefer.report import write_report
+
+
+@pytest.fixture
+def factors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"A": rng.integers(0, 7, 4000), "B": rng.integers(0, 10, 4000)}
+
+
+def test_mig_near_one_when_each_factor_has_its_own_dimension(factors):
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(4000, 8))
+    codes[:, 0] = factors["A"] + 0.01 * rng.normal(size=4000)
+    codes[:, 1] = factors["B"] + 0.01 * rng.normal(size=4000)
+    result = mutual_information_gap(codes, factors)
+    assert result["mig"] > 0.9
+    assert set(result["per_factor"]) == {"A", "B"}
+    assert all(v > 0.9 for v in result["per_factor"].values())
+
+
+def test_mig_near_zero_when_informative_dimensions_come_in_identical_mixtures(factors):
+    rng = np.random.default_rng(2)
+    mixes = np.stack([factors["A"], factors["B"]], axis=1) @ rng.normal(size=(4, 2)).T
+    codes = np.repeat(mixes, 2, axis=1) + 0.05 * rng.normal(size=(4000, 8))
+    # The code is informative (every dim correlates with both factors), so a low MIG comes from the tie.
+    for values in factors.values():
+        assert max(abs(np.corrcoef(codes[:, j], values)[0, 1]) for j in range(8)) > 0.3
+    assert mutual_information_gap(codes, factors)["mig"] < 0.1
+
+
+def test_mig_skips_constant_factors(factors):
+    codes = np.random.default_rng(3).normal(size=(4000, 4))
+    result = mutual_information_gap(codes, {"A": factors["A"], "const": np.zeros(4000)})
+    assert set(result["per_factor"]) == {"A"}
+    assert mutual_information_gap(codes, {"const": np.zeros(4000)}) == {"mig": None, "per_factor": {}}
+
+
+def test_classification_metrics_on_a_hand_made_example():
+    classes = ["a", "b", "c"]
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 0, 0, 0, 1])  # class 2 is never predicted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(y_true, y_pred, classes)
+    assert m["confusion"] == [[2, 1, 0], [1, 1, 0], [2, 1, 0]]
+    assert m["accuracy"] == pytest.approx(3 / 8)
+    assert {c: m["per_class"][c]["support"] for c in classes} == {"a": 3, "b": 2, "c": 3}
+    assert m["per_class"]["c"]["precision"] == 0.0
+    assert m["per_class"]["a"]["precision"] == pytest.approx(2 / 5)
+    assert m["per_class"]["b"]["recall"] == pytest.approx(1 / 2)
+    f1 = [2 * 0.4 * (2 / 3) / (0.4 + 2 / 3), 2 * (1 / 3) * 0.5 / (1 / 3 + 0.5), 0.0]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert json.loads(json.dumps(m)) == m
+
+
+def test_classification_metrics_keeps_absent_classes_in_the_confusion_matrix():
+    m = classification_metrics(np.array([0, 1]), np.array([0, 1]), CLASSES)
+    assert np.array(m["confusion"]).shape == (7, 7)
+    assert m["per_class"]["Neutral"]["support"] == 0
+
+
+def _people(n_ids: int = 30, per_id: int = 20) -> np.ndarray:
+    return np.repeat(np.arange(n_ids), per_id)
+
+
+def test_identity_probe_reads_identity_from_an_identity_code():
+    rng = np.random.default_rng(4)
+    ids = _people()
+    codes = 3 * rng.normal(size=(30, 64))[ids] + 0.3 * rng.normal(size=(len(ids), 64))
+    result = identity_probe(codes, ids)
+    assert result["accuracy"] > 0.95
+    assert result["chance"] == pytest.approx(1 / 30)
+
+
+def test_identity_probe_is_near_chance_on_noise():
+    ids = _people()
+    result = identity_probe(np.random.default_rng(5).normal(size=(len(ids), 64)), ids)
+    assert result["accuracy"] < result["chance"] + 0.1
+
+
+def test_embedding_2d_subsamples_reproducibly():
+    codes = np.random.default_rng(6).normal(size=(300, 16))
+    xy, index = embedding_2d(codes, seed=1, max_points=100)
+    assert xy.shape == (100, 2) and len(np.unique(index)) == 100 and index.max() < 300
+    np.testing.assert_array_equal(index, embedding_2d(codes[:, :4], seed=1, max_points=100)[1])
+
+
+def _random_report(rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray]:
+    expression = rng.integers(0, 7, n)
+    noisy = np.where(rng.random(n) < 0.7, expression, rng.integers(0, 7, n))
+    split = classification_metrics(expression, noisy, CLASSES)
+    report = {
+        "dataset": "toyset",
+        "method": "dicefer",
+        "classes": list(CLASSES),
+        "test": split,
+        "train": split,
+        "disentanglement": {
+            "mig": 0.12,
+            "identity_probe_accuracy_E": None,
+            "identity_probe_accuracy_I": None,
+            "chance_identity": None,
+            "note": "toyset has no identity labels",
+        },
+        "run": {"epochs": 3, "seconds": 12.5, "backbone": "resnet18"},
+    }
+    return report, expression
+
+
+def test_write_report_writes_json_markdown_and_figures(tmp_path):
+    rng = np.random.default_rng(7)
+    report, expression = _random_report(rng, 200)
+    log = tmp_path / "metrics.jsonl"
+    lines = [{"stage": "mi", "epoch": e, "mi_global": 0.1 * e, "code_std": 1.0} for e in range(3)]
+    lines += [{"stage": "classifier", "epoch": e, "loss": 1.0 / (e + 1), "accuracy": 0.5} for e in range(2)]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n{\"stage\": \"cut")
+    out = tmp_path / "report"
+    write_report(
+        out,
+        report,
+        codes={"E": rng.normal(size=(200, 64)), "I": rng.normal(size=(200, 64))},
+        expression=expression,
+        identity=rng.integers(0, 12, 200),
+        metrics_log=log,
+    )
+    assert json.loads((out / "report.json").read_text()) == report
+    md = (out / "report.md").read_text()
+    assert all(name in md for name in CLASSES)
+    assert "Actual \\ Predicted" in md and "n/a" in md and "no identity labels" in md
+    assert f"Overall accuracy: {report['test']['accuracy']:.3f}" in md
+    for name in ("confusion_test.png", "confusion_train.png", "embedding.png", "training_curves.png"):
+        assert f"]({name})" in md
+        with Image.open(out / name) as image:
+            assert min(image.size) > 300
+
+
+def test_write_report_without_codes_or_log_writes_only_confusion_figures(tmp_path):
+    report, _ = _random_report(np.random.default_rng(8), 50)
+    write_report(tmp_path, report, metrics_log=tmp_path / "missing.jsonl")
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["confusion_test.png", "confusion_train.png"]
+    assert "embedding.png" not in (tmp_path / "report.md").read_text()
