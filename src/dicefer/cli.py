@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .config import PRESETS, build_config
+from .datasets import parse_spec
 from .errors import ConfigError, UserError
 
 EPILOG = """examples:
@@ -55,6 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = build_config(args.preset, args.config, overrides)
+    parse_spec(cfg.data.spec)
     out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"run folder {out} already exists and is not empty; choose another --out")

@@ -12,7 +12,7 @@ def _synthetic(arg: str, data: DataConfig, seed: int) -> tuple[FaceSet, FaceSet]
         raise ConfigError("the synthetic dataset takes no path; set its options with data.* (for example data.train_identities=100)")
     spec = SyntheticSpec(
         train_identities=data.train_identities, test_identities=data.test_identities,
-        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, seed=seed,
+        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, min_intensity=data.min_intensity, seed=seed,
     )
     return load_synthetic(spec)
 
@@ -20,8 +20,14 @@ def _synthetic(arg: str, data: DataConfig, seed: int) -> tuple[FaceSet, FaceSet]
 LOADERS = {"synthetic": _synthetic}
 
 
-def load_dataset(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
-    name, _, arg = cfg.data.spec.partition(":")
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'name:path' -> (name, path), checking the name before any work starts."""
+    name, _, arg = spec.partition(":")
     if name not in LOADERS:
-        raise ConfigError(f"unknown dataset spec '{cfg.data.spec}'; valid: {', '.join(LOADERS)}")
+        raise ConfigError(f"unknown dataset spec '{spec}'; valid: {', '.join(LOADERS)}")
+    return name, arg
+
+
+def load_dataset(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    name, arg = parse_spec(cfg.data.spec)
     return LOADERS[name](arg, cfg.data, cfg.seed)

@@ -12,16 +12,22 @@ from torch.nn import functional as F
 
 from .models.encoders import Encoder
 from .models.heads import Classifier, ShuffleDiscriminator
-from .models.mi import GlobalCritic, LocalCritic, MIEstimator
+from .models.mi import CodeCritic, GlobalCritic, LocalCritic, MIEstimator
 
 
 class MITerm(nn.Module):
-    """mu * global + nu * local MI between feature maps and codes, each with its own estimator state."""
+    """mu * global + nu * local MI between images (feature maps) and codes, each with its own estimator state.
+
+    global_critic="features" scores the whole feature map of M against z; "code" scores M's own
+    code against z through a shared projection (see CodeCritic), which Stage 1 uses by default.
+    """
 
     def __init__(self, feature_channels: int, code_dim: int, dim: int, estimator: str, ema: float,
-                 mu: float, nu: float, temperature: float) -> None:
+                 mu: float, nu: float, temperature: float, global_critic: str = "features") -> None:
         super().__init__()
-        self.global_critic = GlobalCritic(feature_channels, code_dim, dim, temperature)
+        self.global_kind = global_critic
+        self.global_critic = (CodeCritic(code_dim, dim, temperature) if global_critic == "code"
+                              else GlobalCritic(feature_channels, code_dim, dim, temperature))
         self.local_critic = LocalCritic(feature_channels, code_dim, dim, temperature)
         self.global_est = MIEstimator(estimator, ema)
         self.local_est = MIEstimator(estimator, ema)
@@ -29,7 +35,8 @@ class MITerm(nn.Module):
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor, joint_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        g, g_est = self.global_est(self.global_critic(features, codes), joint_mask)
+        image = codes if self.global_kind == "code" else features
+        g, g_est = self.global_est(self.global_critic(image, codes), joint_mask)
         l, l_est = self.local_est(self.local_critic(features, codes), joint_mask)
         return self.mu * g + self.nu * l, g_est, l_est
 
@@ -50,7 +57,7 @@ class Stage1:
     mi: MITerm
     delta: float
     positives: str = "batch"
-    l1_after_mi: float = 0.0
+    l1_after_mi: float | None = 0.0
     l1_on: bool = False
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -60,10 +67,11 @@ class Stage1:
         mi, mi_global, mi_local = self.mi(feats, codes, joint_mask(y, self.positives))
         l1 = F.l1_loss(e_m, e_n)
         # Optional: hold L1 back until the critics have found a signal, so it cannot win alone.
-        self.l1_on = self.l1_on or float(self.mi.mu * mi_global + self.mi.nu * mi_local) > self.l1_after_mi
+        mi_estimate = float(self.mi.mu * mi_global + self.mi.nu * mi_local)
+        self.l1_on = self.l1_on or self.l1_after_mi is None or mi_estimate > self.l1_after_mi
         loss = -mi + (self.delta * l1 if self.l1_on else 0.0)
         return loss, {
-            "loss": float(loss.detach()), "mi_global": float(mi_global), "mi_local": float(mi_local),
+            "loss": float(loss.detach()), "mi": mi_estimate, "mi_global": float(mi_global), "mi_local": float(mi_local),
             **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on),
         }
 
@@ -116,7 +124,7 @@ class Stage2:
         loss = -mi + self.zeta_adv * adv
         d_loss = -adversary_log_likelihood(self.disc(e, i.detach()), self.disc(e, i.detach()[perm]))
         return loss, d_loss, {
-            "loss": float(loss), "mi_global": float(g_est), "mi_local": float(l_est),
+            "loss": float(loss.detach()), "mi_global": float(g_est), "mi_local": float(l_est),
             "adv": float(adv), "disc_loss": float(d_loss), "id_code_std": float(i.detach().std(0).mean()),
         }
 
@@ -138,4 +146,4 @@ def supervised_step(encoder: Encoder, classifier: Classifier, x: torch.Tensor, y
     """The plain baseline: the same ResNet-18 and classifier trained end to end with cross-entropy."""
     logits = classifier(encoder(x)[0])
     loss = F.cross_entropy(logits, y)
-    return loss, {"loss": float(loss), "accuracy": float((logits.argmax(1) == y).float().mean())}
+    return loss, {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}

@@ -82,13 +82,13 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
                                  sampler=SameExpressionPairs(train_set.expression, cfg.seed), drop_last=True)
         per_pair_batch = lambda b: 2 * len(b[0])  # noqa: E731 - both images of every pair pass the encoder
 
-        def mi_term(code_dim: int) -> MITerm:
+        def mi_term(code_dim: int, global_critic: str) -> MITerm:
             return MITerm(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
-                          cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature).to(device)
+                          cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic).to(device)
 
         # ---------------- Stage 1: expression encoder ----------------
         enc_e = encoder()
-        s1 = Stage1(enc_e, mi_term(cfg.model.code_dim), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi)
+        s1 = Stage1(enc_e, mi_term(cfg.model.code_dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi)
         opt1 = torch.optim.Adam([*enc_e.parameters(), *s1.mi.parameters()], lr=cfg.stage1.lr)
 
         def step1(batch):
@@ -103,7 +103,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
         # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
         enc_e.eval().requires_grad_(False)
         enc_i = encoder()
-        s2 = Stage2(enc_e, enc_i, mi_term(2 * cfg.model.code_dim), ShuffleDiscriminator(cfg.model.code_dim).to(device),
+        s2 = Stage2(enc_e, enc_i, mi_term(2 * cfg.model.code_dim, "features"), ShuffleDiscriminator(cfg.model.code_dim).to(device),
                     cfg.stage2.zeta_adv)
         opt2 = torch.optim.Adam([*enc_i.parameters(), *s2.mi.parameters()], lr=cfg.stage2.lr)
         opt_d = torch.optim.Adam(s2.disc.parameters(), lr=cfg.stage2.disc_lr)
@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
             z, y = (t.to(device) for t in batch)
             logits = classifier(z)
             loss = torch.nn.functional.cross_entropy(logits, y)
-            return [(loss, opt3)], {"loss": float(loss), "accuracy": float((logits.argmax(1) == y).float().mean())}
+            return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
 
         run_stage("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]))
         save_model(out / MODEL_FILE, {"expression": enc_e, "identity": enc_i, "classifier": classifier}, cfg, "stage3")

@@ -42,6 +42,25 @@ class GlobalCritic(nn.Module):
         return image @ code.T / self.temperature  # (B, B)
 
 
+class CodeCritic(nn.Module):
+    """T(M, z) = h(E(M)) . h(z) / temperature: M summarised by the encoder's own code for it.
+
+    For cross-image MI (Stage 1) this global critic is a valid statistics network on (M, z) whose
+    two sides share one projection h, so same-expression pairs score high as soon as the codes
+    carry expression, and the marginal term pushes codes of different images apart: the code
+    cannot collapse to a constant. Not for within-image MI, where T(M, E_M) would be trivial.
+    """
+
+    def __init__(self, code_dim: int, dim: int = 128, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.code = _code_net(code_dim, dim)
+        self.temperature = temperature
+
+    def forward(self, own_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        a, b = _cosine(self.code(own_codes), self.code(codes))
+        return a @ b.T / self.temperature
+
+
 class LocalCritic(nn.Module):
     """T(M_p, z) scoring a code against every spatial position p of M's feature map (1x1 convs)."""
 
