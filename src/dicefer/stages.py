@@ -125,7 +125,7 @@ class Stage2:
         d_loss = -adversary_log_likelihood(self.disc(e, i.detach()), self.disc(e, i.detach()[perm]))
         return loss, d_loss, {
             "loss": float(loss.detach()), "mi_global": float(g_est), "mi_local": float(l_est),
-            "adv": float(adv), "disc_loss": float(d_loss), "id_code_std": float(i.detach().std(0).mean()),
+            "adv": float(adv.detach()), "disc_loss": float(d_loss.detach()), "id_code_std": float(i.detach().std(0).mean()),
         }
 
 
