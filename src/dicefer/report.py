@@ -231,13 +231,16 @@ def _read_metrics_log(path: Path | None) -> list[dict]:
     return rows
 
 
+NOT_CURVES = {"epoch", "global_epoch", "time_s", "l1_active"}  # bookkeeping, not training curves
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plot_training_curves(path: Path, rows: list[dict]) -> bool:
     """One panel per numeric key over the global epoch index, one line per stage; False if nothing to plot."""
-    keys = list(dict.fromkeys(k for row in rows for k, v in row.items() if k != "epoch" and _is_number(v)))
+    keys = list(dict.fromkeys(k for row in rows for k, v in row.items() if k not in NOT_CURVES and _is_number(v)))
     if not keys:
         return False
     stages = list(dict.fromkeys(str(row.get("stage", "")) for row in rows))

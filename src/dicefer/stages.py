@@ -58,6 +58,7 @@ class Stage1:
     delta: float
     positives: str = "batch"
     l1_after_mi: float | None = 0.0
+    variance_weight: float = 0.0
     l1_on: bool = False
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -70,6 +71,8 @@ class Stage1:
         mi_estimate = float(self.mi.mu * mi_global + self.mi.nu * mi_local)
         self.l1_on = self.l1_on or self.l1_after_mi is None or mi_estimate > self.l1_after_mi
         loss = -mi + (self.delta * l1 if self.l1_on else 0.0)
+        if self.variance_weight:  # VICReg's hinge: keep every code dimension's spread near 1 or above
+            loss = loss + self.variance_weight * F.relu(1 - codes.std(0)).mean()
         return loss, {
             "loss": float(loss.detach()), "mi": mi_estimate, "mi_global": float(mi_global), "mi_local": float(mi_local),
             **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on),
