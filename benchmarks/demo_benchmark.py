@@ -5,6 +5,9 @@ stage with an interleaved micro-benchmark (supervised, Stage 1, Stage 2 steps al
 over rounds, so machine noise hits all three alike), and writes docs/benchmarks.md.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_benchmark.py [--preset demo] [--rounds 7]
+        [--set KEY=VALUE ...] [--label NAME]
+
+Each label owns one block of docs/benchmarks.md, replaced on the next run with that label.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from dicefer.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-MARK_BEGIN, MARK_END = "<!-- demo-benchmark:begin -->", "<!-- demo-benchmark:end -->"
 
 
 def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
@@ -85,26 +87,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmark")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override applied to both methods (repeatable)")
+    parser.add_argument("--label", help="name of this block in docs/benchmarks.md (default: the preset)")
     args = parser.parse_args()
+    args.label = args.label or args.preset
 
     reports, wall = {}, {}
     for method in ("supervised", "dicefer"):
-        cfg = build_config(args.preset, None, [f"method={method}", f"seed={args.seed}"])
+        cfg = build_config(args.preset, None, [*args.overrides, f"method={method}", f"seed={args.seed}"])
         out = args.out / f"{args.preset}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
         start = time.perf_counter()
         reports[method] = train(cfg, out)
         wall[method] = time.perf_counter() - start
         print(f"{method}: {json.dumps(reports[method]['test'] | {'per_class': '...'})}", file=sys.stderr)
-    speed = throughput(build_config(args.preset), args.rounds, steps=2)
+    speed = throughput(build_config(args.preset, None, args.overrides), args.rounds, steps=2)
     write_doc(args, reports, wall, speed)
 
 
 def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    cfg = build_config(args.preset)
+    cfg = build_config(args.preset, None, args.overrides)
+    begin, end = f"<!-- benchmark:{args.label}:begin -->", f"<!-- benchmark:{args.label}:end -->"
+    settings = " ".join(f"`{o}`" for o in args.overrides) or "no overrides"
     lines = [
-        MARK_BEGIN,
-        f"## Synthetic benchmark, `{args.preset}` preset (seed {args.seed})",
+        begin,
+        f"## Synthetic benchmark, `{args.preset}` preset, {settings} (seed {args.seed})",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, CPU only. "
@@ -134,13 +142,13 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     ]
     for k, v in speed.items():
         lines.append(f"| {k} | {v:.1f} | {v / speed['supervised']:.2f}x |")
-    lines.append(MARK_END)
+    lines.append(end)
     block = "\n".join(lines)
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery number here was measured by a script in `benchmarks/`.\n\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
