@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .checkpoint import LoadedRun
 from .config import TrainConfig
@@ -31,7 +32,6 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
         return encode(run[module], Faces(images, faces.expression, augment=False))
 
     def predictions(codes: np.ndarray) -> np.ndarray:
-        import torch
         with torch.no_grad():
             return run["classifier"](torch.from_numpy(codes)).argmax(1).numpy()
 
