@@ -10,7 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 from torch import nn

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .checkpoint import MODEL_FILE, save_model
 from .config import TrainConfig, to_dict
-from .data.base import CLASSES, FaceSet
+from .data.base import CLASSES
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
 from .datasets import load_dataset

@@ -477,7 +477,7 @@ class _Painter:
                            _mix(p.skin, self.dark, 0.65 * a["AU4"]), 0.006)
 
     def _eyes(self) -> None:
-        a, p, d = self.a, self.p, self.d
+        a, p = self.a, self.p
         upper = p.eye_h * max(0.15, 1 + 0.9 * a["AU5"] - 0.45 * a["AU7"] - 0.15 * a["AU4"] - 0.15 * a["AU6"])
         lower = 0.8 * p.eye_h * max(0.1, 1 - 0.6 * a["AU6"] - 0.45 * a["AU7"] - 0.35 * a["AU9"] + 0.25 * a["AU5"])
         t, arc = _T15, _ARC15
@@ -544,7 +544,7 @@ class _Painter:
         return width, corner, upper_gap, lower_gap, thick
 
     def _mouth(self) -> None:
-        p, d = self.p, self.d
+        p = self.p
         width, corner, upper_gap, lower_gap, thick = self._mouth_shape()
         t, bulge = _T17, 1 - _T17**2
         base = self.mouth_y + corner * t**2
