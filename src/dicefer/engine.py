@@ -13,9 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .errors import UserError
 
-class NonFiniteLoss(RuntimeError):
-    """Training diverged; the message names the stage, step and term."""
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the message names the stage, step and term (the CLI prints it on one line)."""
 
 
 Step = Callable[[tuple], tuple[list[tuple[torch.Tensor, torch.optim.Optimizer]], dict[str, float]]]
