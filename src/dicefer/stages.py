@@ -51,6 +51,10 @@ class Stage1:
     more samples of the same joint distribution, hence lower variance, and what lets Stage 1
     escape the constant-code collapse from random weights. Marginal samples: an image with the
     code of any other image in the batch.
+
+    ce_weight > 0 adds cross-entropy through an auxiliary linear `head` on the code (not in the
+    paper; Stage 3 still trains its own classifier on the frozen code): labels already define the
+    pairs, and using them directly keeps the code from collapsing and sharpens it from step one.
     """
 
     encoder: Encoder
@@ -60,6 +64,8 @@ class Stage1:
     l1_after_mi: float | None = 0.0
     variance_weight: float = 0.0
     l1_on: bool = False
+    head: nn.Module | None = None
+    ce_weight: float = 0.0
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         b = len(x_m)
@@ -73,9 +79,14 @@ class Stage1:
         loss = -mi + (self.delta * l1 if self.l1_on else 0.0)
         if self.variance_weight:  # VICReg's hinge: keep every code dimension's spread near 1 or above
             loss = loss + self.variance_weight * F.relu(1 - codes.std(0)).mean()
+        extra = {}
+        if self.ce_weight:
+            ce = F.cross_entropy(self.head(codes), torch.cat([y, y]))
+            loss = loss + self.ce_weight * ce
+            extra["ce"] = float(ce.detach())
         return loss, {
             "loss": float(loss.detach()), "mi": mi_estimate, "mi_global": float(mi_global), "mi_local": float(mi_local),
-            **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on),
+            **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on), **extra,
         }
 
 
