@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -49,8 +50,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
-        raise InitError(f"{path} holds Python objects besides tensors, which dicefer never unpickles ({first}); "
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if refused is None:
+            raise InitError(f"{path} is not a PyTorch or safetensors weights file (it does not unpickle as one)") from None
+        raise InitError(f"{path} holds Python objects besides tensors ({refused.group(1)}), which dicefer never unpickles; "
                         "save just the state dict (torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
     except (OSError, RuntimeError, EOFError, SafetensorError) as err:
         raise InitError(f"{path} is not a PyTorch or safetensors weights file ({err.__class__.__name__}: {err})") from None
@@ -64,7 +67,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a ResNet-18 state dict into torchvision's `net` (whose conv1 may take 1 channel), strictly
-    except for the classifier head; logs how many tensors matched."""
+    except for the classifier head and BatchNorm's step counters; logs how many tensors matched."""
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD)}
     head = [k for k in state if k.startswith(HEAD)]
     state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
@@ -73,14 +76,15 @@ def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> N
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL)]
-    if wrong or missing:
-        problem = f"wrong shapes: {', '.join(wrong[:3])}" if wrong else f"missing {len(missing)} tensors: {', '.join(missing[:3])}"
-        raise InitError(f"{source} is not a ResNet-18 state dict ({problem}); "
-                        f"{sum(k in state for k in expected)} of {len(expected)} tensors matched")
-    unused = [k for k in state if k not in expected]
-    net.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    log.info("init %s: loaded %d of %d ResNet-18 tensors; ignored the classifier head (%d) and %d others%s", source,
-             sum(k in state for k in expected), len(expected), len(head), len(unused), f" ({', '.join(unused[:3])})" if unused else "")
+    unexpected = [k for k in state if k not in expected]
+    problems = [f"{what} {len(keys)} tensors: {', '.join(keys[:3])}" for what, keys in
+                (("wrong shapes in", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]
+    matched = sum(k in state for k in expected)
+    if problems:
+        raise InitError(f"{source} is not a ResNet-18 state dict ({'; '.join(problems)}); {matched} of {len(expected)} tensors matched")
+    net.load_state_dict(state, strict=False)  # strict but for the head and BatchNorm step counters, checked above
+    log.info("init %s: loaded %d of %d ResNet-18 tensors; ignored the classifier head (%d tensors)", source, matched,
+             len(expected), len(head))
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
