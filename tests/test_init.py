@@ -63,7 +63,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, reference):
     Exploit.marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": reference, "payload": Exploit()}, path)
-    with pytest.raises(InitError, match=r"holds Python objects besides tensors \(posix\.system\), which dicefer never unpickles"):
+    with pytest.raises(InitError, match=r"holds Python objects besides tensors \(\w+\.system\), which dicefer never unpickles"):
         Encoder(64, 1, str(path))
     assert not Exploit.marker.exists()
 
