@@ -40,13 +40,12 @@ def decode_cached(listing: Listing, size: int, grayscale: bool, cache_dir: Path,
     images = np.load(array_path, mmap_mode="c")  # copy-on-write: writable views, the file never changes
     failed = {int(i): reason for i, reason in json.loads(failed_path.read_text()).items()}
     keep = _check_failures(listing, failed, strict)
-    sources = tuple(listing.sources)
-    expression, identity = np.asarray(listing.expression), listing.identity
+    expression, sources = np.asarray(listing.expression), tuple(listing.sources)
+    identity = None if listing.identity is None else np.asarray(listing.identity)
     if failed:
         images, expression, sources = images[keep], expression[keep], tuple(sources[i] for i in keep)
-        identity = None if identity is None else [identity[i] for i in keep]
-    return FaceSet(images, expression, None if identity is None else np.asarray(identity), listing.name,
-                   listing.classes, sources)
+        identity = None if identity is None else identity[keep]
+    return FaceSet(images, expression, identity, listing.name, listing.classes, sources)
 
 
 def _key(listing: Listing, size: int, grayscale: bool) -> str:
