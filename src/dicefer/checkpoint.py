@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -38,9 +39,10 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str) -> None:
+def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,
+               classes: Sequence[str] = CLASSES) -> None:
     tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
-    meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(CLASSES)), "stage": stage,
+    meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
             "modules": json.dumps(sorted(modules))}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -67,7 +69,7 @@ class LoadedRun:
         self.config = from_dict(json.loads(meta["config"]))
         self.classes = tuple(json.loads(meta["classes"]))
         self.stage = meta.get("stage", "")
-        self.modules = build_inference_modules(self.config, json.loads(meta["modules"]))
+        self.modules = build_inference_modules(self.config, json.loads(meta["modules"]), self.classes)
         for name, module in self.modules.items():
             prefix = f"{name}."
             state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -78,12 +80,12 @@ class LoadedRun:
         return self.modules[name]
 
 
-def build_inference_modules(cfg: TrainConfig, names: list[str]) -> dict[str, nn.Module]:
+def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequence[str] = CLASSES) -> dict[str, nn.Module]:
     channels = 1 if cfg.data.grayscale else 3
     factory = {
         "expression": lambda: Encoder(cfg.model.code_dim, channels),
         "identity": lambda: Encoder(cfg.model.code_dim, channels),
-        "classifier": lambda: Classifier(cfg.model.code_dim, len(CLASSES), cfg.model.classifier_hidden),
+        "classifier": lambda: Classifier(cfg.model.code_dim, len(classes), cfg.model.classifier_hidden),
     }
     unknown = set(names) - set(factory)
     if unknown:

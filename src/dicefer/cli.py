@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train, then evaluate into RUN/report/. Settings resolve as: defaults < --preset "
                        "< --config FILE < --set/KEY=VALUE overrides; the resolved config is saved as RUN/config.yaml.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--data", metavar="SPEC", help="dataset: 'synthetic' (default) is the embedded benchmark of rendered faces")
+    t.add_argument("--data", metavar="SPEC", help="dataset: 'synthetic' (default, the embedded benchmark of rendered faces), "
+                   "rafdb:PATH, fer2013:PATH, ckplus:PATH, affectnet:PATH, oulu:PATH or folder:PATH (see README)")
+    t.add_argument("--init", metavar="random|imagenet|PATH", help="encoder start: random (default), torchvision's ImageNet "
+                   "weights, or a ResNet-18 state dict file (.pth, .pth.tar, .safetensors), e.g. a face-recognition one")
+    t.add_argument("--strict", action="store_true", default=None, help="stop at an unreadable image instead of skipping it")
+    t.add_argument("--fold", type=int, metavar="K", help="CK+, Oulu-CASIA: test on subject-independent fold K (1..N, default 1)")
+    t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
     t.add_argument("--method", choices=("dicefer", "supervised"), help="dicefer (default) or the plain cross-entropy baseline")
     t.add_argument("--preset", choices=tuple(PRESETS), default="demo",
                    help="smoke: < 30 s, for tests; demo (default): < 10 min on 2 CPU cores; paper: the paper's settings (112x112, lr 1e-4; GPU advised)")
@@ -51,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + list(args.overrides_positional)
-    for flag, key in (("data", "data.spec"), ("method", "method"), ("seed", "seed")):
+    for flag, key in (("data", "data.spec"), ("method", "method"), ("seed", "seed"), ("init", "model.init"),
+                      ("strict", "data.strict"), ("fold", "data.fold"), ("folds", "data.folds")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -87,6 +95,7 @@ def print_summary(report: dict, run: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="dicefer: %(message)s")
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except UserError as err:

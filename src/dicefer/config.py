@@ -16,10 +16,22 @@ from .errors import ConfigError
 
 @dataclass
 class DataConfig:
-    spec: str = "synthetic"             # which dataset: synthetic (embedded benchmark)
-    size: int = 64                      # network input size (faces are resized to size x size)
-    grayscale: bool = True
-    augment: str = "paper"              # paper: rotations -15..15 deg in 5-deg steps x h-flip; none
+    spec: str = "synthetic"             # synthetic | rafdb:PATH | fer2013:PATH | ckplus:PATH | affectnet:PATH | oulu:PATH | folder:PATH
+    size: int = 64                      # network input size: faces are decoded once, resized to size x size
+    grayscale: bool = True              # false: RGB
+    augment: str = "paper"              # paper: rotations -15..15 deg in 5-deg steps x h-flip; flip: h-flip only; none
+    crop_padding: int = 0               # random crop: shift by up to this many pixels (edge-padded); 0 = off
+    whiten: bool = True                 # per-image whitening, as in the paper; false: pixels scaled to [-1, 1]
+    eval_split: str = "auto"            # auto: test if the dataset has one, else val | val | test
+    strict: bool = False                # stop at the first unreadable image instead of skipping it with a warning
+    cache_dir: str = ""                 # decoded faces (.npy); empty: $DICEFER_CACHE or ~/.cache/dicefer
+    # real datasets (each ignores what does not apply to it)
+    fold: int = 1                       # CK+, Oulu-CASIA: which subject-independent fold is the test set, 1..folds
+    folds: int = 10
+    contempt: bool = True               # CK+, AffectNet, folder: keep contempt as an 8th class; false drops those images
+    peak_frames: int = 3                # CK+, Oulu-CASIA sequences: how many last frames count as the peak expression
+    aligned: bool = True                # RAF-DB: the aligned 100x100 faces; false: the original images
+    face_box: bool = True               # AffectNet: crop each image to its annotated face box
     # synthetic benchmark (ignored by other datasets)
     train_identities: int = 60
     test_identities: int = 20
@@ -31,7 +43,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     code_dim: int = 64                  # size of E and of I
-    init: str = "random"                # random | imagenet
+    init: str = "random"                # random | imagenet | PATH to a ResNet-18 state dict (.pth, .pth.tar, .safetensors)
     critic_dim: int = 128               # embedding size of the statistics networks
     classifier_hidden: int = 256        # width of the classifier's two hidden layers
 
@@ -199,6 +211,9 @@ def build_config(preset: str = "demo", file: Path | None = None, overrides: list
     for text in overrides:
         cfg = _merge(cfg, _parse_override(text), "")
     validate(cfg)
+    # Checked here, not in validate: a saved run stays loadable after its init file has moved.
+    if cfg.model.init not in ("random", "imagenet") and not Path(cfg.model.init).expanduser().is_file():
+        raise ConfigError(f"model.init={cfg.model.init!r} is neither random, imagenet nor an existing weights file")
     return cfg
 
 
@@ -206,10 +221,10 @@ def validate(cfg: TrainConfig) -> None:
     choices = {
         "method": (cfg.method, ("dicefer", "supervised")),
         "mi.estimator": (cfg.mi.estimator, ("dv", "jsd", "infonce")),
-        "data.augment": (cfg.data.augment, ("paper", "none")),
+        "data.augment": (cfg.data.augment, ("paper", "flip", "none")),
+        "data.eval_split": (cfg.data.eval_split, ("auto", "val", "test")),
         "stage1.positives": (cfg.stage1.positives, ("batch", "pair")),
         "stage1.global_critic": (cfg.stage1.global_critic, ("code", "features")),
-        "model.init": (cfg.model.init, ("random", "imagenet")),
         "device": (cfg.device, ("auto", "cpu", "cuda")),
     }
     for name, (value, valid) in choices.items():
@@ -219,6 +234,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("batch_size must be at least 2: the MI estimators contrast items within a batch")
     if cfg.data.size < 32:
         raise ConfigError("data.size must be at least 32 pixels")
+    if not 0 <= cfg.data.crop_padding < cfg.data.size // 2:
+        raise ConfigError(f"data.crop_padding must be between 0 and {cfg.data.size // 2 - 1} pixels")
+    if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
+        raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
+    if cfg.data.peak_frames < 1:
+        raise ConfigError("data.peak_frames must be at least 1")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -10,10 +10,12 @@ import torch
 
 from .checkpoint import LoadedRun
 from .config import TrainConfig
-from .data.base import CLASSES
+from .data.base import CONTEMPT
 from .data.torch_datasets import Faces, resize_all
+from .data.transforms import Preprocess
 from .datasets import load_dataset
 from .engine import encode
+from .errors import RunError
 from .evaluation import classification_metrics, identity_probe, mutual_information_gap
 from .report import write_report
 
@@ -24,12 +26,16 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
     run = LoadedRun(run_dir)
     cfg: TrainConfig = run.config
     if data_spec:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=data_spec))
+        # Another dataset is read with the model's classes: contempt only where the model predicts it.
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=data_spec, contempt=CONTEMPT in run.classes))
     train_set, test_set = load_dataset(cfg)
+    classes = run.classes
+    if classes[:len(test_set.classes)] != test_set.classes:
+        raise RunError(f"the model predicts {', '.join(classes)} but {test_set.name} has {', '.join(test_set.classes)}")
 
     def codes_of(faces, module: str) -> np.ndarray:
         images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
-        return encode(run[module], Faces(images, faces.expression, augment=False))
+        return encode(run[module], Faces(images, faces.expression, Preprocess.for_evaluation(cfg.data)))
 
     def predictions(codes: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -42,11 +48,11 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
     report = {
         "dataset": cfg.data.spec,
         "method": cfg.method,
-        "classes": list(CLASSES),
-        "test": classification_metrics(test_set.expression, predictions(e_test), CLASSES),
-        "train": classification_metrics(train_set.expression, predictions(e_train), CLASSES),
+        "classes": list(classes),
+        "test": classification_metrics(test_set.expression, predictions(e_test), classes),
+        "train": classification_metrics(train_set.expression, predictions(e_train), classes),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed),
-        "run": run_summary(run_dir, cfg),
+        "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg)},
     }
     write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,
                  identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl")

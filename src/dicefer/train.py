@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .checkpoint import MODEL_FILE, save_model
 from .config import TrainConfig, to_dict
-from .data.base import CLASSES
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
+from .data.transforms import Preprocess
 from .datasets import load_dataset
 from .engine import MetricsLog, encode, train_one_epoch
 from .evaluate import evaluate_run
@@ -48,7 +48,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
     train_set, _ = load_dataset(cfg)
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
     channels = images.shape[1]
-    augment = cfg.data.augment == "paper"
+    augment = Preprocess.for_training(cfg.data)
 
     def encoder() -> Encoder:
         return Encoder(cfg.model.code_dim, channels, cfg.model.init).to(device)
@@ -61,7 +61,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
             stats = train_one_epoch(step, loader, name, epoch, per_batch, show_progress)
             log.write(name, epoch, stats)
 
-    classifier = Classifier(cfg.model.code_dim, len(CLASSES), cfg.model.classifier_hidden).to(device)
+    classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden).to(device)
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
@@ -76,7 +76,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
             return [(loss, opt)], logs
 
         run_stage("supervised", cfg.supervised_epochs(), sup_step, loader, lambda b: len(b[0]))
-        save_model(out / MODEL_FILE, {"expression": enc_e, "classifier": classifier}, cfg, "supervised")
+        save_model(out / MODEL_FILE, {"expression": enc_e, "classifier": classifier}, cfg, "supervised", train_set.classes)
     else:
         pair_loader = DataLoader(FacePairs(images, train_set.expression, augment, cfg.seed), batch_size=cfg.batch_size,
                                  sampler=SameExpressionPairs(train_set.expression, cfg.seed), drop_last=True)
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
             return [(loss, opt1)], logs
 
         run_stage("stage1", cfg.stage1.epochs, step1, pair_loader, per_pair_batch)
-        save_model(out / MODEL_FILE, {"expression": enc_e}, cfg, "stage1")
+        save_model(out / MODEL_FILE, {"expression": enc_e}, cfg, "stage1", train_set.classes)
 
         # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
         enc_e.eval().requires_grad_(False)
@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
         enc_i.eval()
 
         # ---------------- Stage 3: classifier on the frozen expression code ----------------
-        codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, False), device=device))
+        codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
         classifier.fit_standardisation(codes)
         opt3 = torch.optim.Adam(classifier.parameters(), lr=cfg.stage3.lr)
         code_loader = DataLoader(TensorDataset(codes, torch.as_tensor(train_set.expression)), batch_size=cfg.stage3.batch_size,
@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
             return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
 
         run_stage("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]))
-        save_model(out / MODEL_FILE, {"expression": enc_e, "identity": enc_i, "classifier": classifier}, cfg, "stage3")
+        save_model(out / MODEL_FILE, {"expression": enc_e, "identity": enc_i, "classifier": classifier}, cfg, "stage3", train_set.classes)
 
     # ---------------- evaluation ----------------
     return evaluate_run(out)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import FaceSet
-from .transforms import paper_augment, to_tensor, whiten
+from .transforms import Preprocess, to_tensor
 
 
 def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
@@ -24,21 +24,18 @@ def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
 
 
 class Faces(Dataset):
-    """Preprocessed faces: augmentation (training only), then per-image whitening."""
+    """Faces through `preprocess` (Preprocess.for_training or .for_evaluation), reproducible per epoch."""
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray, augment: bool, seed: int = 0) -> None:
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, preprocess: Preprocess, seed: int = 0) -> None:
         self.images, self.labels = images, torch.as_tensor(labels)
-        self.augment, self.seed = augment, seed
+        self.preprocess, self.seed = preprocess, seed
         self.rng = random.Random(seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.rng = random.Random(f"{self.seed}-{epoch}")
 
     def image(self, i: int) -> torch.Tensor:
-        x = self.images[i].float().div_(255.0)
-        if self.augment:
-            x = paper_augment(x, self.rng)
-        return whiten(x)
+        return self.preprocess(self.images[i].float().div_(255.0), self.rng)
 
     def __len__(self) -> int:
         return len(self.images)

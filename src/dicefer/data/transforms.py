@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
+AUGMENTATIONS = ("paper", "flip", "none")
 
 
 def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
@@ -34,3 +36,42 @@ def paper_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     if angle:
         x = F.rotate(x, angle, interpolation=F.InterpolationMode.BILINEAR)
     return F.horizontal_flip(x) if rng.random() < 0.5 else x
+
+
+def random_crop(x: torch.Tensor, padding: int, rng: random.Random) -> torch.Tensor:
+    """Shift the face by up to `padding` pixels each way: pad with the edge pixels, crop back to size."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, [padding] * 4, padding_mode="edge")
+    top, left = rng.randint(0, 2 * padding), rng.randint(0, 2 * padding)
+    return padded[..., top:top + h, left:left + w]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What every image goes through on its way to the network, built from data.* settings.
+
+    augment: 'paper' (rotation + flip), 'flip' (horizontal flip only) or 'none'; crop_padding > 0
+    adds a random crop; whiten: per-image whitening (the paper) or a plain scale to [-1, 1].
+    """
+
+    augment: str = "none"
+    crop_padding: int = 0
+    whiten: bool = True
+
+    @classmethod
+    def for_training(cls, data) -> Preprocess:
+        return cls(data.augment, data.crop_padding, data.whiten)
+
+    @classmethod
+    def for_evaluation(cls, data) -> Preprocess:
+        return cls("none", 0, data.whiten)
+
+    def __call__(self, x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        """float (C, H, W) in [0, 1] -> the network's input."""
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding, rng)
+        if self.augment == "paper":
+            x = paper_augment(x, rng)
+        elif self.augment == "flip" and rng.random() < 0.5:
+            x = F.horizontal_flip(x)
+        return whiten(x) if self.whiten else x * 2 - 1

@@ -1,0 +1,83 @@
+"""What a dataset adapter finds before anything is decoded: one split's image sources and labels.
+
+Adapters only read label files and folder names, so a bad layout fails in a second; decoding
+(slow) happens once, in cache.py, for every adapter alike.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import UserError
+from .images import read_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class DataError(UserError):
+    """A dataset that cannot be read as its spec says: the message names the path and the layout expected."""
+
+
+@dataclass
+class Listing:
+    """One split of a dataset: per image its source, expression index into `classes`, identity or None.
+
+    `read(i)` opens image i (default: the file `sources[i]`); `fingerprint` is what the decode
+    cache hashes for the inputs (default: every file's size and modification time).
+    """
+
+    name: str
+    sources: list[str]
+    expression: list[int]
+    identity: list[int] | None
+    classes: tuple[str, ...]
+    read: Callable[[int], Image.Image] | None = None
+    fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if self.read is None:
+            self.read = lambda i: read_image(Path(self.sources[i]))
+        if not self.fingerprint:
+            self.fingerprint = files_fingerprint(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def files_fingerprint(paths: Sequence[str | Path]) -> str:
+    """A hash of every file's path, size and modification time ('missing' where there is none)."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def require_dir(path: Path, layout: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path} is not a folder; expected {layout}")
+    return path
+
+
+def require_file(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; expected {layout}")
+    return path
+
+
+def image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) directly in `folder`, sorted; hidden files (.DS_Store) are neither."""
+    images, others = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return images, others
