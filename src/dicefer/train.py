@@ -88,7 +88,7 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
 
         # ---------------- Stage 1: expression encoder ----------------
         enc_e = encoder()
-        head = torch.nn.Linear(cfg.model.code_dim, len(CLASSES)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
+        head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
         s1 = Stage1(enc_e, mi_term(cfg.model.code_dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives,
                     cfg.stage1.l1_after_mi, cfg.stage1.variance_weight, head=head, ce_weight=cfg.stage1.ce_weight)
         opt1 = torch.optim.Adam([*enc_e.parameters(), *s1.mi.parameters(), *head.parameters()], lr=cfg.stage1.lr)
