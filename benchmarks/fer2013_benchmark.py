@@ -73,11 +73,11 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict) ->
     lines = [
         f"## FER2013 (train/ -> val/), 48x48 grayscale, random initialisation (seed {args.seed})",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} (2 cores), CPU only; "
+        (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} (2 cores), CPU only; "
         f"the {len(VARIANTS)} runs side by side, one thread each, so throughput is per process on a shared machine. "
         f"Stage 1 {args.stage1_epochs} epoch(s), Stage 2 {args.stage2_epochs}, supervised "
         f"{args.stage1_epochs + args.stage2_epochs} (same images through the encoders). "
-        f"Settings: {' '.join(f'`{c}`' for c in common[3:])}. Produced by `benchmarks/fer2013_benchmark.py`.",
+        f"Settings: {' '.join(f'`{c}`' for c in common[3:])}. Produced by `benchmarks/fer2013_benchmark.py`."),
         "",
         f"| method | val accuracy | macro-F1 | train accuracy | wall time (s) | vs reference {REFERENCE:.1%} |",
         "|---|---|---|---|---|---|",
