@@ -195,7 +195,7 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+            raise ConfigError(f"config file {file} is not valid YAML: {' '.join(str(err).split())}") from None
         cfg = _merge(cfg, loaded, "")
     for text in overrides:
         cfg = _merge(cfg, _parse_override(text), "")

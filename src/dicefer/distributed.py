@@ -81,6 +81,8 @@ class _DDP(DistributedDataParallel):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "module":  # not set yet (inside DDP's own __init__)
+                raise
             return getattr(self.module, name)
 
 
