@@ -51,23 +51,23 @@ def run_folder(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["pickle", "torch"])
-def test_resume_refuses_a_pickled_checkpoint(tmp_path, capsys, kind):
-    data, marker = malicious_files(tmp_path)[kind]
-    run = run_folder(tmp_path / "run")
-    (run / "checkpoint.safetensors").write_bytes(data)
-    assert main(["train", "--resume", str(run)]) == 2
-    assert "not a readable dicefer checkpoint" in one_line_error(capsys)
-    assert not marker.exists()
+# Each loading entry point: the file it reads in a run folder, its command line, its error.
+# (--init and `predict --run` are not on this branch yet: add them here when they are.)
+ENTRY_POINTS = {
+    "train --resume": ("checkpoint.safetensors", ["train", "--resume"], "not a readable dicefer checkpoint"),
+    "evaluate --run": ("model.safetensors", ["evaluate", "--run"], "is not a readable safetensors file"),
+}
 
 
 @pytest.mark.parametrize("kind", ["pickle", "torch"])
-def test_evaluate_refuses_pickled_weights(tmp_path, capsys, kind):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_pickles_never_run(tmp_path, capsys, entry, kind):
+    file, argv, message = ENTRY_POINTS[entry]
     data, marker = malicious_files(tmp_path)[kind]
     run = run_folder(tmp_path / "run")
-    (run / "model.safetensors").write_bytes(data)
-    assert main(["evaluate", "--run", str(run)]) == 2
-    assert "is not a readable safetensors file" in one_line_error(capsys)
+    (run / file).write_bytes(data)
+    assert main([*argv, str(run)]) == 2
+    assert message in one_line_error(capsys)
     assert not marker.exists()
 
 

@@ -77,6 +77,9 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     if proc.is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if proc.is_main and resume:  # a checkpoint half-written when the run was killed
+        for partial in out.glob(f".{CHECKPOINT_FILE}.*"):
+            partial.unlink()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
