@@ -1,4 +1,5 @@
-"""Run folders: weights as safetensors with their config and class names in the metadata.
+"""Run folders: weights as safetensors with their config and class names in the metadata, and
+training checkpoints (every tensor in safetensors, everything else as JSON in its metadata).
 
 Nothing here unpickles: a run is safetensors + JSON + YAML, so loading a run folder from
 someone else can never execute code.
@@ -7,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .config import TrainConfig, from_dict, to_dict
@@ -22,6 +27,8 @@ from .models.encoders import Encoder
 from .models.heads import Classifier
 
 MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "dicefer-checkpoint/1"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -92,3 +99,113 @@ def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequenc
         raise RunError(f"unknown modules in checkpoint: {sorted(unknown)}")
     return {name: factory[name]() for name in names}
 
+
+
+# ---------------- training checkpoints ----------------
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> Any: ...
+
+
+class Attributes:
+    """Plain attributes of an object as a state_dict (Stage 1's `l1_on` switch)."""
+
+    def __init__(self, obj: object, *names: str) -> None:
+        self.obj, self.names = obj, names
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self.obj, name) for name in self.names}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.names:
+            setattr(self.obj, name, state[name])
+
+
+class GeneratorState:
+    """A torch.Generator as a state_dict (Stage 2's shuffles)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+def save_checkpoint(path: Path, record: dict) -> None:
+    """Atomically write `record` (nested dicts, lists, tensors, JSON scalars) as one safetensors file."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _pack(record, "", tensors)
+    meta = {"format": CHECKPOINT_FORMAT, "record": json.dumps(tree)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The record `save_checkpoint` wrote; a RunError for anything else (a pickle, a truncated file)."""
+    if not path.is_file():
+        raise RunError(f"{path.parent} has no checkpoint to resume from ({path.name} is missing); "
+                       f"start it again with `dicefer train --out {path.parent} --overwrite`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{path} is not a dicefer training checkpoint (no '{CHECKPOINT_FORMAT}' metadata)")
+        return _unpack(json.loads(meta["record"]), load_file(str(path)))
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise RunError(f"{path} is not a readable dicefer checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        items = [[k, _pack(v, f"{key}.{k}", tensors)] for k, v in obj.items()]
+        return dict(items) if all(isinstance(k, str) for k in obj) else {"__items__": items}
+    if isinstance(obj, (list, tuple)):
+        packed = [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": packed} if isinstance(obj, tuple) else packed
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} (at '{key}')")
+
+
+def _unpack(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, list):
+        return [_unpack(v, tensors) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "__tensor__" in node:
+        return tensors[node["__tensor__"]]
+    if "__tuple__" in node:
+        return tuple(_unpack(v, tensors) for v in node["__tuple__"])
+    if "__items__" in node:
+        return {k: _unpack(v, tensors) for k, v in node["__items__"]}
+    return {k: _unpack(v, tensors) for k, v in node.items()}
+
+
+def capture_rng(dataset: object = None) -> dict:
+    """Every random state a training step can touch: Python, NumPy, torch (CPU, CUDA), the dataset's augmentation."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if isinstance(getattr(dataset, "rng", None), random.Random):
+        state["data"] = dataset.rng.getstate()
+    return state
+
+
+def restore_rng(state: dict, dataset: object = None) -> None:
+    """Undo `capture_rng`; the dataset's augmentation state only when `dataset` is given."""
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if dataset is not None and "data" in state:
+        dataset.rng.setstate(state["data"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ EPILOG = """examples:
   dicefer train --preset smoke --out runs/smoke  # 30-second check that everything works
   dicefer train --method supervised              # the plain cross-entropy baseline, same data and budget
   dicefer train --set stage1.epochs=10 --set mi.estimator=infonce
+  dicefer train --resume runs/smoke              # continue an interrupted run from its last checkpoint
+  torchrun --nproc_per_node 4 -m dicefer train --preset paper --device cuda --out runs/paper
   dicefer evaluate --run runs/smoke
 """
 
@@ -38,15 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fold", type=int, metavar="K", help="CK+, Oulu-CASIA: test on subject-independent fold K (1..N, default 1)")
     t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
     t.add_argument("--method", choices=("dicefer", "supervised"), help="dicefer (default) or the plain cross-entropy baseline")
-    t.add_argument("--preset", choices=tuple(PRESETS), default="demo",
+    t.add_argument("--preset", choices=tuple(PRESETS),
                    help="smoke: < 30 s, for tests; demo (default): < 10 min on 2 CPU cores; paper: the paper's settings (112x112, lr 1e-4; GPU advised)")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
+    t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
+                   "with its saved config (only --device, --compile and --quiet may be given with it)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (its config, log, weights, "
+                   "checkpoint and report) instead of refusing")
     t.add_argument("--seed", type=int, help="random seed (data rendering, initialisation, pairs, augmentation)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. stage1.epochs=3 or mi.estimator=jsd (repeatable)")
     t.add_argument("overrides_positional", nargs="*", metavar="KEY=VALUE", help="same as --set")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = t.add_argument_group("hardware")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when there is one. On CUDA: "
+                   "bf16 autocast, channels_last, pinned memory, loader workers; CPU results never change")
+    g.add_argument("--compile", action="store_true", help="torch.compile the encoders (worth it on a GPU for runs "
+                   "longer than a few minutes; the first steps pay for compiling)")
 
     e = sub.add_parser("evaluate", help="write RUN/report/ again from a run's saved weights",
                        description="Rebuild a run from RUN/model.safetensors and write RUN/report/ "
@@ -56,24 +68,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + list(args.overrides_positional)
-    for flag, key in (("data", "data.spec"), ("method", "method"), ("seed", "seed"), ("init", "model.init"),
-                      ("strict", "data.strict"), ("fold", "data.fold"), ("folds", "data.folds")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = build_config(args.preset, args.config, overrides)
-    parse_spec(cfg.data.spec)
-    out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"run folder {out} already exists and is not empty; choose another --out")
-    from .train import train  # torch is imported only once the arguments are known to be good
+RUN_FILES = ("config.yaml", "metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "report")
 
-    print(f"dicefer: training {cfg.method} on {cfg.data.spec} ({args.preset} preset) into {out}", file=sys.stderr)
-    report = train(cfg, out, show_progress=not args.quiet)
-    print_summary(report, out)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    hardware = [f"device={args.device}"] * bool(args.device) + ["compile=true"] * args.compile
+    if args.resume:
+        cfg, out = resumed_config(args, hardware), args.resume
+    else:
+        overrides = list(args.overrides) + list(args.overrides_positional) + hardware
+        for flag, key in (("data", "data.spec"), ("method", "method"), ("seed", "seed"), ("init", "model.init"),
+                          ("strict", "data.strict"), ("fold", "data.fold"), ("folds", "data.folds")):
+            value = getattr(args, flag)
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        cfg = build_config(args.preset or "demo", args.config, overrides)
+        parse_spec(cfg.data.spec)
+        out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
+        if out.exists() and any(out.iterdir()):
+            if not args.overwrite:
+                raise ConfigError(f"run folder {out} already exists and is not empty; continue it with --resume {out}, "
+                                  "replace it with --overwrite, or choose another --out")
+            clear_run(out)
+    # torch is imported only once the arguments are known to be good
+    from .engine import Interrupted
+    from .train import train
+
+    verb = "resuming" if args.resume else "training"
+    print(f"dicefer: {verb} {cfg.method} on {cfg.data.spec} into {out}", file=sys.stderr)
+    try:
+        report = train(cfg, out, show_progress=not args.quiet, resume=bool(args.resume))
+    except Interrupted as err:
+        print(f"dicefer: {err}; continue with: dicefer train --resume {out}", file=sys.stderr)
+        return 128 + err.signum
+    if report is not None:  # rank 0 of a distributed run, or a single process
+        print_summary(report, out)
     return 0
+
+
+def resumed_config(args: argparse.Namespace, hardware: list[str]):
+    """The config saved in the run being resumed; only hardware flags may change it."""
+    given = [f"--{name}" for name in ("data", "method", "preset", "config", "out", "seed") if getattr(args, name)]
+    given += ["--set"] * bool(args.overrides or args.overrides_positional) + ["--overwrite"] * args.overwrite
+    if given:
+        raise ConfigError(f"--resume continues a run with its saved config; drop {', '.join(given)}")
+    path = args.resume / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{args.resume} is not a dicefer run folder ({path.name} is missing)")
+    return build_config(file=path, overrides=hardware, preset=None)
+
+
+def clear_run(out: Path) -> None:
+    """Remove what `dicefer train` writes in a run folder, and nothing else."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -95,8 +95,10 @@ class TrainConfig:
     method: str = "dicefer"             # dicefer | supervised
     seed: int = 0
     batch_size: int = 32                # pairs per step (64 images); the supervised baseline takes 2x images
-    device: str = "auto"
+    device: str = "auto"                # auto | cpu | cuda (bf16 autocast, channels_last, loader workers)
+    compile: bool = False               # torch.compile the encoders (CUDA; the first steps pay for compiling)
     threads: int = 0                    # torch CPU threads; 0 = leave PyTorch's default
+    checkpoint_steps: int = 0           # also checkpoint every N steps of an epoch; 0 = after every epoch only
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mi: MIConfig = field(default_factory=MIConfig)
@@ -195,18 +197,18 @@ def _looks_numeric(raw: str) -> bool:
         return False
 
 
-def build_config(preset: str = "demo", file: Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Defaults, then the preset, then the YAML file, then command-line overrides."""
-    if preset not in PRESETS:
+def build_config(preset: str | None = "demo", file: Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then the preset (None: none, as for a run's saved config), then the YAML file, then overrides."""
+    if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    cfg = _merge(TrainConfig(), PRESETS[preset], "")
+    cfg = _merge(TrainConfig(), PRESETS[preset], "") if preset else TrainConfig()
     if file is not None:
         try:
             loaded = yaml.safe_load(Path(file).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+            raise ConfigError(f"config file {file} is not valid YAML: {' '.join(str(err).split())}") from None
         cfg = _merge(cfg, loaded, "")
     for text in overrides:
         cfg = _merge(cfg, _parse_override(text), "")
@@ -230,6 +232,8 @@ def validate(cfg: TrainConfig) -> None:
     for name, (value, valid) in choices.items():
         if value not in valid:
             raise ConfigError(f"{name}={value!r} is not one of: {', '.join(valid)}")
+    if cfg.checkpoint_steps < 0:
+        raise ConfigError("checkpoint_steps must be 0 (after every epoch only) or a positive number of steps")
     if cfg.batch_size < 2:
         raise ConfigError("batch_size must be at least 2: the MI estimators contrast items within a batch")
     if cfg.data.size < 32:

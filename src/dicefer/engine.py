@@ -1,18 +1,25 @@
-"""The loops: one epoch of any stage, encoding a set of images, and the metrics log."""
+"""The loops: one epoch of any stage, the stages with checkpoints and resume, encoding, metrics.jsonl."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed
+from .checkpoint import Stateful, capture_rng, restore_rng
 from .errors import UserError
 
 
@@ -20,41 +27,186 @@ class NonFiniteLoss(UserError):
     """Training diverged; the message names the stage, step and term (the CLI prints it on one line)."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written after the step that was running."""
+
+    def __init__(self, signum: int, where: str) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after {where}; a checkpoint was saved")
+        self.signum = signum
+
+
 Step = Callable[[tuple], tuple[list[tuple[torch.Tensor, torch.optim.Optimizer]], dict[str, float]]]
 
 
-def train_one_epoch(step: Step, loader: Iterable, stage: str, epoch: int, images_per_batch: Callable[[tuple], int],
-                    show_progress: bool = True) -> dict[str, float]:
+@dataclass
+class EpochTotals:
+    """Running sums of one epoch; checkpointed, so an epoch resumed half-way logs the same means."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    batches: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def means(self, proc: distributed.Process) -> dict[str, float]:
+        """Epoch means over every rank's batches, and images/s of all ranks together."""
+        keys = list(self.sums)  # the same order on every rank: each logs the same terms in the same order
+        *sums, batches, images = distributed.all_sum([self.sums[k] for k in keys] + [self.batches, self.images], proc)
+        seconds = distributed.all_max(self.seconds, proc)
+        out = {k: v / max(batches, 1) for k, v in zip(keys, sums)}
+        out.update(images_per_s=images / seconds if seconds else 0.0, time_s=seconds)
+        return out
+
+
+def train_one_epoch(step: Step, batches: Iterable, stage: str, epoch: int, images_per_batch: Callable[[tuple], int],
+                    show_progress: bool = True, *, totals: EpochTotals | None = None,
+                    autocast: Callable[[], AbstractContextManager] = nullcontext,
+                    after_step: Callable[[EpochTotals], None] | None = None, length: int | None = None) -> EpochTotals:
     """Run `step` on every batch; it returns [(loss, optimizer), ...] and floats to log.
 
     Each loss is back-propagated after zeroing its own optimiser's gradients (so Stage 2's
     discriminator loss overwrites what the encoder's loss left in the discriminator), then all
-    optimisers step. Returns the epoch means plus images/s measured over the whole epoch.
+    optimisers step. `totals` continues an epoch resumed half-way; `after_step` sees the totals
+    after every step (checkpoints, stop requests). A non-finite term stops before any update.
     """
-    sums: dict[str, float] = defaultdict(float)
-    n_batches = n_images = 0
-    start = time.perf_counter()
-    bar = tqdm(loader, desc=f"{stage} epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True)
+    totals = totals or EpochTotals()
+    bar = tqdm(batches, desc=f"{stage} epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True,
+               total=length, initial=totals.batches)
+    last = time.perf_counter()
     for batch in bar:
-        losses, logs = step(batch)
-        for term, value in logs.items():
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"{stage}, epoch {epoch}, step {n_batches}: '{term}' is {value}; "
-                                    "lower the learning rate or try --set mi.estimator=jsd")
+        with autocast():
+            losses, logs = step(batch)
+        bad = [f"'{term}' is {value}" for term, value in logs.items() if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteLoss(f"{stage}, epoch {epoch}, step {totals.batches}: {', '.join(bad)}; nothing was updated "
+                                "and the last checkpoint is intact; lower the learning rate or try --set mi.estimator=jsd")
         for loss, opt in losses:
             opt.zero_grad(set_to_none=True)
             loss.backward()
         for _, opt in losses:
             opt.step()
         for k, v in logs.items():
-            sums[k] += v
-        n_batches += 1
-        n_images += images_per_batch(batch)
-        bar.set_postfix({k: f"{sums[k] / n_batches:.3g}" for k in list(logs)[:5]}, refresh=False)
-    elapsed = time.perf_counter() - start
-    out = {k: v / max(n_batches, 1) for k, v in sums.items()}
-    out.update(images_per_s=n_images / elapsed if elapsed else 0.0, time_s=elapsed)
-    return out
+            totals.sums[k] += v
+        totals.batches += 1
+        totals.images += images_per_batch(batch)
+        now = time.perf_counter()
+        totals.seconds, last = totals.seconds + now - last, now
+        bar.set_postfix({k: f"{totals.sums[k] / totals.batches:.3g}" for k in list(logs)[:5]}, refresh=False)
+        if after_step:
+            after_step(totals)
+            last = time.perf_counter()  # checkpoint writing is not training time
+    return totals
+
+
+class ResumableBatches(BatchSampler):
+    """A BatchSampler whose next epoch can start after its first `skip` batches, without loading them."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[list]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask training to stop after the current step (a second one stops at once)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __enter__(self) -> Self:
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+class StageRunner:
+    """Runs each stage's epochs: checkpoints after every epoch (and every `every_steps` steps), stops
+    cleanly on a StopRequest, and continues a run from a checkpoint record in whichever stage it was.
+
+    A checkpoint is taken inside a stage, after its objects were built; it holds `state` (everything
+    the stage needs to continue), the position (stage, epoch, step), the epoch's running sums, the
+    loader's shuffling state at the start of the epoch, and every rank's random states.
+    """
+
+    def __init__(self, proc: distributed.Process, log: MetricsLog, save: Callable[[dict], None], *,
+                 every_steps: int = 0, stop: StopRequest | None = None, resume: dict | None = None,
+                 autocast: Callable[[], AbstractContextManager] = nullcontext, show_progress: bool = True) -> None:
+        self.proc, self.log, self.save = proc, log, save
+        self.every_steps, self.stop, self.resume = every_steps, stop or StopRequest(), resume
+        self.autocast, self.show_progress = autocast, show_progress
+        self.completed: list[str] = list(resume["completed"]) if resume else []
+
+    def run(self, stage: str, epochs: int, step: Step, loader: DataLoader, images_per_batch: Callable[[tuple], int],
+            state: dict[str, Stateful]) -> None:
+        if stage in self.completed:  # finished before the checkpoint being resumed: take its results
+            for name, obj in state.items():
+                if name in self.resume["state"]:
+                    obj.load_state_dict(self.resume["state"][name])
+            return
+        first, start, totals = 0, 0, None
+        if self.resume is not None:
+            first, start, totals = self._restore(stage, loader, state)
+        for epoch in range(first, epochs):
+            for obj in (loader.batch_sampler.sampler, loader.dataset):
+                if hasattr(obj, "set_epoch"):
+                    obj.set_epoch(epoch)
+            order = loader.generator.get_state() if loader.generator is not None else None
+            loader.batch_sampler.skip = start
+            batches = iter(loader)
+            if start:  # resumed half-way: random states as they were after step `start`
+                restore_rng(self._resumed_rng, loader.dataset)
+
+            def after_step(totals: EpochTotals, epoch: int = epoch, order: torch.Tensor | None = order) -> None:
+                signum = int(distributed.all_max(self.stop.signum, self.proc))
+                due = self.every_steps and totals.batches % self.every_steps == 0 and totals.batches < len(loader)
+                if signum or due:
+                    self._checkpoint(stage, epoch, totals, order, loader, state)
+                if signum:
+                    raise Interrupted(signum, f"{stage}, epoch {epoch}, step {totals.batches}")
+
+            totals = train_one_epoch(step, batches, stage, epoch, images_per_batch, self.show_progress, totals=totals,
+                                     autocast=self.autocast, after_step=after_step, length=len(loader))
+            self.log.write(stage, epoch, totals.means(self.proc))
+            next_order = loader.generator.get_state() if loader.generator is not None else None
+            self._checkpoint(stage, epoch + 1, None, next_order, loader, state)
+            start, totals = 0, None
+        self.completed.append(stage)
+
+    def _checkpoint(self, stage: str, epoch: int, totals: EpochTotals | None, order: torch.Tensor | None,
+                    loader: DataLoader, state: dict[str, Stateful]) -> None:
+        rng = distributed.gather(capture_rng(loader.dataset), self.proc)
+        if not self.proc.is_main:
+            return
+        self.save({
+            "position": {"stage": stage, "epoch": epoch, "step": totals.batches if totals else 0},
+            "completed": self.completed, "world_size": self.proc.world_size, "log_lines": self.log.lines,
+            "totals": totals and {**vars(totals), "sums": dict(totals.sums)}, "loader_order": order,
+            "state": {name: obj.state_dict() for name, obj in state.items()}, "rng": rng,
+        })
+
+    def _restore(self, stage: str, loader: DataLoader, state: dict[str, Stateful]) -> tuple[int, int, EpochTotals | None]:
+        """Load the checkpoint of this stage; returns (epoch, step, running sums) to continue from."""
+        record, self.resume = self.resume, None
+        position = record["position"]
+        for name, obj in state.items():
+            obj.load_state_dict(record["state"][name])
+        if record["loader_order"] is not None:
+            loader.generator.set_state(record["loader_order"])
+        self._resumed_rng = record["rng"][self.proc.rank]
+        if not position["step"]:  # at an epoch boundary: as before that epoch's loader started
+            restore_rng(self._resumed_rng)
+            return position["epoch"], 0, None
+        t = record["totals"]
+        totals = EpochTotals(defaultdict(float, t["sums"]), t["batches"], t["images"], t["seconds"])
+        return position["epoch"], position["step"], totals
 
 
 @torch.no_grad()
@@ -69,14 +221,22 @@ def encode(model: torch.nn.Module, dataset, batch_size: int = 256, device: torch
 
 
 class MetricsLog:
-    """One JSON line per epoch in RUN/metrics.jsonl, flushed at once so a crash loses nothing."""
+    """One JSON line per epoch in RUN/metrics.jsonl, flushed at once so a crash loses nothing.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.epoch = 0
+    Only rank 0 writes (`enabled`). `keep` lines of an existing log are kept (those a resumed
+    checkpoint had seen), the rest dropped, so a resumed run logs each epoch exactly once.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True, keep: int = 0) -> None:
+        self.path, self.enabled, self.lines = path, enabled, keep
+        if enabled:
+            kept = path.read_text().splitlines(keepends=True)[:keep] if keep else []
+            path.write_text("".join(kept))
 
     def write(self, stage: str, epoch: int, values: dict[str, float]) -> None:
-        self.epoch += 1
-        record = {"stage": stage, "epoch": epoch, "global_epoch": self.epoch, **{k: round(v, 6) for k, v in values.items()}}
+        self.lines += 1
+        if not self.enabled:
+            return
+        record = {"stage": stage, "epoch": epoch, "global_epoch": self.lines, **{k: round(v, 6) for k, v in values.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -1,5 +1,10 @@
 """`dicefer train`: Stage 1 (expression encoder), Stage 2 (identity encoder), Stage 3 (classifier),
-or the supervised baseline; then the evaluation report. Builds every object; the loops only use them."""
+or the supervised baseline; then the evaluation report. Builds every object; the loops only use them.
+
+Under torchrun every process runs this function: each trains on its shard of the data with
+DistributedDataParallel (see distributed.py for what every rank computes), and only rank 0 writes
+the run folder.
+"""
 from __future__ import annotations
 
 import random
@@ -8,15 +13,33 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    TensorDataset,
+)
 
-from .checkpoint import MODEL_FILE, save_model
+from . import distributed
+from .accelerator import Accelerator
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    Attributes,
+    GeneratorState,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+)
 from .config import TrainConfig, to_dict
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
 from .data.transforms import Preprocess
 from .datasets import load_dataset
-from .engine import MetricsLog, encode, train_one_epoch
+from .engine import MetricsLog, ResumableBatches, StageRunner, StopRequest, encode
+from .errors import RunError
 from .evaluate import evaluate_run
 from .models.encoders import Encoder
 from .models.heads import Classifier, ShuffleDiscriminator
@@ -29,113 +52,158 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool = False) -> dict | None:
+    """Train as `cfg` says into the run folder `out` and return the report (None on ranks other than 0).
+
+    `out` must hold no run, unless `resume`: then training continues from out/checkpoint.safetensors
+    in whichever stage it was written. SIGINT or SIGTERM save a checkpoint and raise Interrupted.
+    """
+    proc = distributed.init(cfg.device)
+    try:
+        with StopRequest() as stop:
+            _train(cfg, Path(out), proc, stop, show_progress, resume)
+        return evaluate_run(out) if proc.is_main else None
+    finally:
+        distributed.close(proc)
 
 
-def train(cfg: TrainConfig, out: Path, show_progress: bool = True) -> dict:
-    """Train as `cfg` says into the run folder `out` (which must not hold a run) and return the report."""
-    # ---------------- setup ----------------
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool,
+           resume: bool) -> None:
+    # ---------------- setup, resume ----------------
+    record = load_checkpoint(out / CHECKPOINT_FILE) if resume else None
+    if record and record["world_size"] != proc.world_size:
+        raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
+                       f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
+    if proc.is_main and not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if proc.is_main and resume:  # a checkpoint half-written when the run was killed
+        for partial in out.glob(f".{CHECKPOINT_FILE}.*"):
+            partial.unlink()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    log = MetricsLog(out / "metrics.jsonl")
+    accel = Accelerator(proc.device, cfg.compile)
+    device = proc.device
+    log = MetricsLog(out / "metrics.jsonl", enabled=proc.is_main, keep=record["log_lines"] if record else 0)
+    runner = StageRunner(proc, log, lambda r: save_checkpoint(out / CHECKPOINT_FILE, {"config": to_dict(cfg), **r}),
+                         every_steps=cfg.checkpoint_steps, stop=stop, resume=record, autocast=accel.autocast,
+                         show_progress=show_progress and proc.is_main)
+
+    def ddp(module: torch.nn.Module) -> torch.nn.Module:
+        """How a stage calls a module it trains: through DDP when there are several ranks."""
+        return distributed.wrap(module, proc)
+
+    def trained_encoder(module: Encoder) -> torch.nn.Module:
+        return accel.compiled(ddp(module))
+
+    def save(modules: dict[str, torch.nn.Module], stage: str) -> None:
+        if proc.is_main:
+            save_model(out / MODEL_FILE, modules, cfg, stage, train_set.classes)
 
     # ---------------- data ----------------
     train_set, _ = load_dataset(cfg)
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
     channels = images.shape[1]
     augment = Preprocess.for_training(cfg.data)
+    data_seed = cfg.seed + proc.rank  # each rank draws its own augmentations
+
+    def loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, generator=None) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=ResumableBatches(sampler, batch_size, drop_last), generator=generator,
+                          **accel.loader_options())
+
+    def shuffled(dataset: Dataset, batch_size: int, seed: int, drop_last: bool) -> DataLoader:
+        """Reshuffled every epoch; across ranks, each rank takes its shard of the same shuffle."""
+        if proc.distributed:
+            sampler = DistributedSampler(dataset, proc.world_size, proc.rank, shuffle=True, seed=seed, drop_last=drop_last)
+            return loader(dataset, sampler, batch_size, drop_last)
+        order = torch.Generator().manual_seed(seed)
+        return loader(dataset, RandomSampler(dataset, generator=order), batch_size, drop_last, order)
 
     def encoder() -> Encoder:
-        return Encoder(cfg.model.code_dim, channels, cfg.model.init).to(device)
-
-    def run_stage(name: str, epochs: int, step, loader, per_batch) -> None:
-        for epoch in range(epochs):
-            for obj in (loader.sampler, loader.dataset):
-                if hasattr(obj, "set_epoch"):
-                    obj.set_epoch(epoch)
-            stats = train_one_epoch(step, loader, name, epoch, per_batch, show_progress)
-            log.write(name, epoch, stats)
+        return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init))
 
     classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden).to(device)
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
         opt = torch.optim.Adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.supervised.lr)
-        loader = DataLoader(Faces(images, train_set.expression, augment, cfg.seed), batch_size=2 * cfg.batch_size,
-                            shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), drop_last=True)
+        faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed, True)
+        net_e, net_c = trained_encoder(enc_e), ddp(classifier)
 
         def sup_step(batch):
             enc_e.train(); classifier.train()
-            x, y = (t.to(device) for t in batch)
-            loss, logs = supervised_step(enc_e, classifier, x, y)
+            x, y = accel.move(batch)
+            loss, logs = supervised_step(net_e, net_c, x, y)
             return [(loss, opt)], logs
 
-        run_stage("supervised", cfg.supervised_epochs(), sup_step, loader, lambda b: len(b[0]))
-        save_model(out / MODEL_FILE, {"expression": enc_e, "classifier": classifier}, cfg, "supervised", train_set.classes)
-    else:
-        pair_loader = DataLoader(FacePairs(images, train_set.expression, augment, cfg.seed), batch_size=cfg.batch_size,
-                                 sampler=SameExpressionPairs(train_set.expression, cfg.seed), drop_last=True)
-        per_pair_batch = lambda b: 2 * len(b[0])  # noqa: E731 - both images of every pair pass the encoder
+        runner.run("supervised", cfg.supervised_epochs(), sup_step, faces, lambda b: len(b[0]),
+                   {"expression": enc_e, "classifier": classifier, "supervised.opt": opt})
+        save({"expression": enc_e, "classifier": classifier}, "supervised")
+        return
 
-        def mi_term(code_dim: int, global_critic: str) -> MITerm:
-            return MITerm(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
-                          cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic).to(device)
+    pairs = loader(FacePairs(images, train_set.expression, augment, data_seed),
+                   SameExpressionPairs(train_set.expression, cfg.seed, proc.rank, proc.world_size), cfg.batch_size, True)
+    per_pair_batch = lambda b: 2 * len(b[0])  # both images of every pair pass the encoder
 
-        # ---------------- Stage 1: expression encoder ----------------
-        enc_e = encoder()
-        head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
-        s1 = Stage1(enc_e, mi_term(cfg.model.code_dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives,
-                    cfg.stage1.l1_after_mi, cfg.stage1.variance_weight, head=head, ce_weight=cfg.stage1.ce_weight)
-        opt1 = torch.optim.Adam([*enc_e.parameters(), *s1.mi.parameters(), *head.parameters()], lr=cfg.stage1.lr)
+    def mi_term(code_dim: int, global_critic: str) -> MITerm:
+        return MITerm(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
+                      cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic).to(device)
 
-        def step1(batch):
-            enc_e.train(); s1.mi.train()
-            x_m, x_n, y = (t.to(device) for t in batch)
-            loss, logs = s1.step(x_m, x_n, y)
-            return [(loss, opt1)], logs
+    # ---------------- Stage 1: expression encoder ----------------
+    enc_e, mi1 = encoder(), mi_term(cfg.model.code_dim, cfg.stage1.global_critic)
+    # The optional cross-entropy head (stage1.ce_weight) is built only when used, so that runs without it draw
+    # the same initial weights as before it existed.
+    head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
+    s1 = Stage1(trained_encoder(enc_e), ddp(mi1), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi,
+                cfg.stage1.variance_weight, head=ddp(head) if cfg.stage1.ce_weight else head, ce_weight=cfg.stage1.ce_weight)
+    opt1 = torch.optim.Adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
 
-        run_stage("stage1", cfg.stage1.epochs, step1, pair_loader, per_pair_batch)
-        save_model(out / MODEL_FILE, {"expression": enc_e}, cfg, "stage1", train_set.classes)
+    def step1(batch):
+        enc_e.train(); mi1.train()
+        x_m, x_n, y = accel.move(batch)
+        loss, logs = s1.step(x_m, x_n, y)
+        return [(loss, opt1)], logs
 
-        # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
-        enc_e.eval().requires_grad_(False)
-        enc_i = encoder()
-        s2 = Stage2(enc_e, enc_i, mi_term(2 * cfg.model.code_dim, "features"), ShuffleDiscriminator(cfg.model.code_dim).to(device),
-                    cfg.stage2.zeta_adv)
-        opt2 = torch.optim.Adam([*enc_i.parameters(), *s2.mi.parameters()], lr=cfg.stage2.lr)
-        opt_d = torch.optim.Adam(s2.disc.parameters(), lr=cfg.stage2.disc_lr)
-        shuffles = torch.Generator().manual_seed(cfg.seed + 2)
+    runner.run("stage1", cfg.stage1.epochs, step1, pairs, per_pair_batch,
+               {"expression": enc_e, "stage1.mi": mi1, "stage1.head": head, "stage1.opt": opt1, "stage1.l1": Attributes(s1, "l1_on")})
+    save({"expression": enc_e}, "stage1")
 
-        def step2(batch):
-            enc_i.train(); s2.mi.train(); s2.disc.train()
-            x_m, x_n, _ = (t.to(device) for t in batch)
-            loss, d_loss, logs = s2.step(x_m, x_n, shuffles)
-            return [(loss, opt2), (d_loss, opt_d)], logs
+    # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
+    enc_e.eval().requires_grad_(False)
+    enc_i, mi2 = encoder(), mi_term(2 * cfg.model.code_dim, "features")
+    disc = ShuffleDiscriminator(cfg.model.code_dim).to(device)
+    s2 = Stage2(enc_e, trained_encoder(enc_i), ddp(mi2), disc, cfg.stage2.zeta_adv)
+    opt2 = torch.optim.Adam([*enc_i.parameters(), *mi2.parameters()], lr=cfg.stage2.lr)
+    opt_d = distributed.averaged(torch.optim.Adam(disc.parameters(), lr=cfg.stage2.disc_lr), proc)
+    shuffles = torch.Generator().manual_seed(cfg.seed + 2)
 
-        run_stage("stage2", cfg.stage2.epochs, step2, pair_loader, per_pair_batch)
-        enc_i.eval()
+    def step2(batch):
+        enc_i.train(); mi2.train(); disc.train()
+        x_m, x_n, _ = accel.move(batch)
+        loss, d_loss, logs = s2.step(x_m, x_n, shuffles)
+        return [(loss, opt2), (d_loss, opt_d)], logs
 
-        # ---------------- Stage 3: classifier on the frozen expression code ----------------
-        codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
-        classifier.fit_standardisation(codes)
-        opt3 = torch.optim.Adam(classifier.parameters(), lr=cfg.stage3.lr)
-        code_loader = DataLoader(TensorDataset(codes, torch.as_tensor(train_set.expression)), batch_size=cfg.stage3.batch_size,
-                                 shuffle=True, generator=torch.Generator().manual_seed(cfg.seed + 3))
+    runner.run("stage2", cfg.stage2.epochs, step2, pairs, per_pair_batch,
+               {"expression": enc_e, "identity": enc_i, "stage2.mi": mi2, "stage2.disc": disc, "stage2.opt": opt2,
+                "stage2.opt_disc": opt_d, "stage2.shuffles": GeneratorState(shuffles)})
+    enc_i.eval()
 
-        def step3(batch):
-            classifier.train()
-            z, y = (t.to(device) for t in batch)
-            logits = classifier(z)
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
+    # ---------------- Stage 3: classifier on the frozen expression code ----------------
+    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
+    classifier.fit_standardisation(codes)
+    opt3 = torch.optim.Adam(classifier.parameters(), lr=cfg.stage3.lr)
+    code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,
+                           cfg.seed + 3, False)
+    net_c = ddp(classifier)
 
-        run_stage("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]))
-        save_model(out / MODEL_FILE, {"expression": enc_e, "identity": enc_i, "classifier": classifier}, cfg, "stage3", train_set.classes)
+    def step3(batch):
+        classifier.train()
+        z, y = accel.move(batch)
+        logits = net_c(z)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
 
-    # ---------------- evaluation ----------------
-    return evaluate_run(out)
+    runner.run("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]),
+               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3})
+    save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "stage3")

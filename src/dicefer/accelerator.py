@@ -1,0 +1,64 @@
+"""Using a GPU well: bf16 autocast, channels_last, pinned memory, loader workers, torch.compile.
+
+On the CPU every one of these is off (fp32, default layout, no workers), so CPU results are
+exactly those of plain PyTorch code and a run resumes bit for bit.
+"""
+from __future__ import annotations
+
+import os
+import random
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import get_worker_info
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    device: torch.device
+    compile: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA (no loss scaling needed), nothing on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+
+    def module(self, module: nn.Module) -> nn.Module:
+        """Move to the device; on CUDA convolutions run faster in channels_last."""
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.cuda else module
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """torch.compile when asked (--compile); the first steps then pay for compilation."""
+        return torch.compile(module) if self.compile else module
+
+    def move(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A batch on the device: non-blocking from pinned memory, images in channels_last on CUDA."""
+        if not self.cuda:
+            return tuple(t.to(self.device) for t in batch)
+        return tuple(t.to(self.device, non_blocking=True,
+                          memory_format=torch.channels_last if t.ndim == 4 else torch.preserve_format) for t in batch)
+
+    def loader_options(self) -> dict:
+        """DataLoader workers and pinned memory on CUDA; on the CPU, loading in the main process."""
+        if not self.cuda:
+            return {}
+        return {"num_workers": loader_workers(), "pin_memory": True, "worker_init_fn": _seed_worker}
+
+
+def loader_workers() -> int:
+    """The CPU cores of this machine shared by the processes that torchrun started on it, at most 8 each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each worker draws its own augmentations: it gets a copy of the dataset, random state included."""
+    info = get_worker_info()
+    if isinstance(getattr(info.dataset, "rng", None), random.Random):
+        info.dataset.rng = random.Random(info.seed)
