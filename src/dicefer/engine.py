@@ -145,7 +145,9 @@ class StageRunner:
         self.completed: list[str] = list(resume["completed"]) if resume else []
 
     def run(self, stage: str, epochs: int, step: Step, loader: DataLoader, images_per_batch: Callable[[tuple], int],
-            state: dict[str, Stateful]) -> None:
+            state: dict[str, Stateful], every_epoch: bool = True) -> None:
+        """every_epoch=False checkpoints only at the stage's end (and on a stop request): for stages whose
+        epochs take seconds, where writing the whole state after each would cost more than the epoch."""
         if stage in self.completed:  # finished before the checkpoint being resumed: take its results
             for name, obj in state.items():
                 if name in self.resume["state"]:
@@ -175,8 +177,9 @@ class StageRunner:
             totals = train_one_epoch(step, batches, stage, epoch, images_per_batch, self.show_progress, totals=totals,
                                      autocast=self.autocast, after_step=after_step, length=len(loader))
             self.log.write(stage, epoch, totals.means(self.proc))
-            next_order = loader.generator.get_state() if loader.generator is not None else None
-            self._checkpoint(stage, epoch + 1, None, next_order, loader, state)
+            if every_epoch or epoch + 1 == epochs:
+                next_order = loader.generator.get_state() if loader.generator is not None else None
+                self._checkpoint(stage, epoch + 1, None, next_order, loader, state)
             start, totals = 0, None
         self.completed.append(stage)
 

@@ -205,5 +205,5 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
 
     runner.run("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]),
-               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3})
+               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3}, every_epoch=False)
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "stage3")
