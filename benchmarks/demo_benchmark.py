@@ -108,10 +108,8 @@ def main() -> None:
 def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     cfg = build_config(args.preset, None, args.overrides)
-    begin, end = f"<!-- benchmark:{args.label}:begin -->", f"<!-- benchmark:{args.label}:end -->"
     settings = " ".join(f"`{o}`" for o in args.overrides) or "no overrides"
     lines = [
-        begin,
         f"## Synthetic benchmark, `{args.preset}` preset, {settings} (seed {args.seed})",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
@@ -142,8 +140,13 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     ]
     for k, v in speed.items():
         lines.append(f"| {k} | {v:.1f} | {v / speed['supervised']:.2f}x |")
-    lines.append(end)
-    block = "\n".join(lines)
+    write_block(args.label, lines)
+
+
+def write_block(label: str, lines: list[str]) -> None:
+    """Replace the block of docs/benchmarks.md that `label` owns (or append it), and print it."""
+    begin, end = f"<!-- benchmark:{label}:begin -->", f"<!-- benchmark:{label}:end -->"
+    block = "\n".join([begin, *lines, end])
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery number here was measured by a script in `benchmarks/`.\n\n"
     if begin in text:
