@@ -53,13 +53,13 @@ class OnnxBackend:
         ort = import_onnxruntime()
         if not Path(path).is_file():
             raise UserError(f"ONNX model {path} does not exist (write one with `dicefer export --run RUN --out {path}`)")
-        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
+        from onnxruntime.capi import onnxruntime_pybind11_state as errors
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (Fail, InvalidGraph, InvalidProtobuf) as err:
+        except (errors.Fail, errors.InvalidGraph, errors.InvalidProtobuf) as err:
             raise UserError(f"{path} is not an ONNX model onnxruntime can load ({type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "input_size" not in meta:
