@@ -15,6 +15,7 @@ does not depend on the weights. Writes its block of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -104,6 +105,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 
+    load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="dicefer-inference-"))
     run = args.run
     if run is None:
@@ -118,17 +120,17 @@ def main() -> None:
     found = sum(bool(faces) for faces in recognizers["onnxruntime"].predict_many(images))
     speed = classifier_speed(recognizers, args.rounds)
     latency = end_to_end(recognizers, images, args.rounds)
-    write_doc(args, recognizers["onnxruntime"].backend.spec.size, speed, latency, found, len(images))
+    write_doc(args, recognizers["onnxruntime"].backend.spec.size, load, speed, latency, found, len(images))
 
 
-def write_doc(args, size: int, speed: dict, latency: dict, found: int, n_photos: int) -> None:
+def write_doc(args, size: int, load: float, speed: dict, latency: dict, found: int, n_photos: int) -> None:
     med = {k: statistics.median(v) for k, v in speed.items()}
     lines = [
         f"## Inference speed, {size}x{size} grayscale model, CPU",
         "",
         (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
          f"{args.threads} threads each for torch {torch.__version__}, onnxruntime {onnxruntime.__version__} and "
-         f"OpenCV {cv2.__version__}, the 2 CPU cores shared with other jobs. "
+         f"OpenCV {cv2.__version__}; {os.cpu_count()} CPU cores, load average {load:.1f} when it started. "
          f"{args.rounds} interleaved rounds; median over rounds, with the slowest and fastest round. "
          "Produced by `benchmarks/inference_benchmark.py`."),
         "",
