@@ -110,8 +110,9 @@ def main() -> None:
     run = args.run
     if run is None:
         run = work / "run"
-        train(build_config("smoke", None, [f"data.size={args.size}", "stage1.epochs=1", "stage3.epochs=1"]), run,
-              show_progress=False)
+        tiny = ["data.train_identities=4", "data.test_identities=2", "data.images_per_identity=10",
+                "stage1.epochs=1", "stage3.epochs=1"]
+        train(build_config("smoke", None, [f"data.size={args.size}", *tiny]), run, show_progress=False)
     export_onnx(run, work / "model.onnx")
     detector = HaarDetector()
     recognizers = {"PyTorch eager": ExpressionRecognizer(TorchBackend(LoadedRun(run)), detector),
