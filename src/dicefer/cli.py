@@ -6,6 +6,7 @@ import logging
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from .config import PRESETS, build_config
@@ -20,6 +21,8 @@ EPILOG = """examples:
   dicefer train --resume runs/smoke              # continue an interrupted run from its last checkpoint
   torchrun --nproc_per_node 4 -m dicefer train --preset paper --device cuda --out runs/paper
   dicefer evaluate --run runs/smoke
+  dicefer predict --run runs/demo photos/ clip.mp4 --out faces.jsonl --annotate annotated/
+  dicefer export --run runs/demo --out model.onnx && dicefer predict --onnx model.onnx "photos/*.jpg"
 """
 
 
@@ -65,10 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
                        "(report.md, report.json, confusion matrices, embedding plot).")
     e.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
     e.add_argument("--data", metavar="SPEC", help="evaluate on another dataset than the one trained on")
+    add_predict_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "report")
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="recognise expressions of the faces in images, folders or videos",
+                       description="Detect faces, classify their expressions, and write one JSON line per face "
+                       "(source, frame and time for video, box [x, y, w, h], label, probabilities) to stdout or --out.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run", type=Path, metavar="DIR", help="a run folder written by `dicefer train` (PyTorch)")
+    model.add_argument("--onnx", type=Path, metavar="FILE", help="a model written by `dicefer export` (onnxruntime; "
+                       "pip install 'dicefer[onnx]')")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), glob "
+                   "patterns (quote them) or videos")
+    p.add_argument("--detector", choices=("haar", "none", "yunet"), default="haar",
+                   help="haar (default): OpenCV's Haar cascade; none: the inputs are face crops already (RAF-DB "
+                   "aligned, FER2013); yunet: OpenCV's FaceDetectorYN, more robust to pose, needs --detector-model")
+    p.add_argument("--detector-model", type=Path, metavar="FILE", help="YuNet model file (face_detection_yunet_*.onnx)")
+    p.add_argument("--margin", type=float, metavar="F", help="grow each face box by this fraction of its side on "
+                   "every side before cropping (default: 0.2 for haar, 0.15 for yunet, 0 for none)")
+    p.add_argument("--every", type=int, default=10, metavar="N", help="video: analyse every N-th frame (default 10)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write records to FILE (.jsonl or .csv) instead of stdout")
+    p.add_argument("--annotate", type=Path, metavar="DIR", help="write copies of the images with boxes and labels to DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_export_parser(sub) -> None:
+    x = sub.add_parser("export", help="write a run's expression encoder and classifier as one ONNX model",
+                       description="Export the expression encoder + classifier as one ONNX graph (dynamic batch axis, "
+                       "preprocessing in its metadata) and check it against PyTorch with onnxruntime. "
+                       "Needs pip install 'dicefer[onnx]'.")
+    x.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
+    x.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,6 +173,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import ExpressionRecognizer
+    from .inference.outputs import Annotator, open_sink
+    from .inference.predict import predict_inputs
+
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
+    options = {"detector": args.detector, "detector_model": args.detector_model, "margin": args.margin}
+    recognizer = (ExpressionRecognizer.from_run(args.run, **options) if args.run
+                  else ExpressionRecognizer.from_onnx(args.onnx, **options))
+    annotator = Annotator(args.annotate) if args.annotate else None
+    with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as stream:
+        sink = open_sink(args.out, stream, recognizer.classes)
+        summary = predict_inputs(recognizer, args.inputs, sink, annotator, args.every, show_progress=not args.quiet)
+    if summary.images == 0:
+        raise UserError(f"nothing could be processed: none of the {len(args.inputs)} inputs gave a readable image")
+    print(f"dicefer: {summary.faces} faces in {summary.images} images"
+          + (f", {summary.failed} inputs skipped" if summary.failed else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference.onnx_export import export_onnx
+
+    difference = export_onnx(args.run, args.out)
+    check = ("not checked: onnxruntime is not installed" if difference is None
+             else f"max |onnxruntime - PyTorch| probability difference {difference:.2e}")
+    print(f"dicefer: wrote {args.out} ({check})", file=sys.stderr)
+    return 0
+
+
 def print_summary(report: dict, run: Path) -> None:
     d = report["disentanglement"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
@@ -149,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dicefer: %(message)s")
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+        return commands[args.command](args)
     except UserError as err:
         print(f"dicefer: error: {err}", file=sys.stderr)
         return 2

@@ -8,19 +8,18 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import FaceSet
-from .transforms import Preprocess, to_tensor
+from .transforms import Preprocess, to_luma, to_uint8_input
 
 
 def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
     """Decode once: uint8 (N, C, size, size), so epochs only pay for augmentation."""
     images = faces.images
     if grayscale and images.ndim == 4:
-        images = (images[..., :3] @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
+        images = to_luma(images)
     if images.shape[1] == size and images.shape[2] == size:
         t = torch.from_numpy(np.ascontiguousarray(images))
         return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
-    out = [(to_tensor(img, size) * 255).round().to(torch.uint8) for img in images]
-    return torch.stack(out)
+    return torch.stack([to_uint8_input(img, size) for img in images])
 
 
 class Faces(Dataset):

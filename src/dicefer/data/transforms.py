@@ -10,6 +10,7 @@ from torchvision.transforms.v2 import functional as F
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
 AUGMENTATIONS = ("paper", "flip", "none")
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's convert("L")
 
 
 def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
@@ -20,6 +21,16 @@ def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     if t.shape[-1] != size or t.shape[-2] != size:
         t = F.resize(t, [size, size], antialias=True)
     return t
+
+
+def to_luma(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB(A) (..., C) -> uint8 grayscale (...): the one conversion every grayscale model saw."""
+    return (images[..., :3] @ LUMA).round().clip(0, 255).astype(np.uint8)
+
+
+def to_uint8_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, C) -> uint8 (C, size, size): resized, then rounded as stored for training."""
+    return (to_tensor(image, size) * 255).round().to(torch.uint8)
 
 
 def whiten(x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +77,8 @@ class Preprocess:
     def for_evaluation(cls, data) -> Preprocess:
         return cls("none", 0, data.whiten)
 
-    def __call__(self, x: torch.Tensor, rng: random.Random) -> torch.Tensor:
-        """float (C, H, W) in [0, 1] -> the network's input."""
+    def __call__(self, x: torch.Tensor, rng: random.Random | None) -> torch.Tensor:
+        """float (C, H, W) in [0, 1] (or a batch of them) -> the network's input; rng is used only by augmentation."""
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, rng)
         if self.augment == "paper":

@@ -1,0 +1,85 @@
+"""The two ways to run a trained model on preprocessed faces: PyTorch from a run folder, or an
+ONNX export with onnxruntime. Both take whitened float32 (N, C, S, S) and give class
+probabilities and expression codes, so the recogniser does not care which one it holds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import LoadedRun
+from ..errors import RunError, UserError
+from .preprocess import InputSpec
+
+INPUT, OUTPUTS = "input", ("probabilities", "expression_code")
+
+
+class ExpressionModel(nn.Module):
+    """Expression encoder + classifier + softmax: the graph both backends run, and the one exported."""
+
+    def __init__(self, encoder: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.classifier = encoder, classifier
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.encoder(x)[0]
+        return torch.softmax(self.classifier(code), dim=1), code
+
+
+class TorchBackend:
+    def __init__(self, run: LoadedRun) -> None:
+        if "classifier" not in run.modules or "expression" not in run.modules:
+            raise RunError(f"{run.dir} has no trained classifier (stage '{run.stage}'): finish its training first")
+        self.spec = InputSpec(run.config.data.size, run.config.data.grayscale, run.classes, run.config.data.whiten)
+        self.model = ExpressionModel(run["expression"], run["classifier"]).eval()
+        self.identity_encoder = run.modules.get("identity")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, code = self.model(x)
+        return probabilities.numpy(), code.numpy()
+
+    @torch.no_grad()
+    def identity(self, x: torch.Tensor) -> np.ndarray | None:
+        return None if self.identity_encoder is None else self.identity_encoder(x)[0].numpy()
+
+
+class OnnxBackend:
+    """An export of `dicefer export`; its metadata holds the InputSpec. There is no identity code."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        ort = import_onnxruntime()
+        if not Path(path).is_file():
+            raise UserError(f"ONNX model {path} does not exist (write one with `dicefer export --run RUN --out {path}`)")
+        from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        # Idle threads sleep instead of spinning: on a shared CPU, spinning takes the cores that
+        # the busy threads need (measured: 2x slower at batch 1 on 2 loaded cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except (errors.Fail, errors.InvalidGraph, errors.InvalidProtobuf) as err:
+            raise UserError(f"{path} is not an ONNX model onnxruntime can load ({type(err).__name__})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "input_size" not in meta:
+            raise UserError(f"{path} has no dicefer metadata (input_size, classes): export it with `dicefer export`")
+        self.spec = InputSpec.from_metadata(meta)
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, code = self.session.run(list(OUTPUTS), {INPUT: x.numpy()})
+        return probabilities, code
+
+    def identity(self, x: torch.Tensor) -> np.ndarray | None:
+        return None
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("onnxruntime is not installed: pip install 'dicefer[onnx]'") from None
+    return onnxruntime

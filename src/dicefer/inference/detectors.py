@@ -1,0 +1,95 @@
+"""Face detectors behind one small interface: an image in, boxes [x, y, w, h] out.
+
+Each detector also says how much margin its boxes need to frame a face the way training images
+do: Haar and YuNet boxes are tight around brows, eyes and mouth, a whole-image "box" is not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+
+Box = tuple[int, int, int, int]
+DETECTORS = ("haar", "none", "yunet")
+
+
+class Detector(Protocol):
+    margin: float  # grow each box by this fraction of its side, on every side
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        """uint8 (H, W) or RGB (H, W, 3) -> boxes, left to right."""
+
+
+class WholeImage:
+    """For inputs that are face crops already (RAF-DB aligned, FER2013): the face is the image."""
+
+    margin = 0.0
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        return [(0, 0, image.shape[1], image.shape[0])]
+
+
+class HaarDetector:
+    """OpenCV's Viola-Jones cascade from the cascade files bundled in opencv-python 4.x.
+
+    The alt2 cascade finds about as many faces as the default one in half its time. Large photos
+    are searched at `max_side` pixels: faces there are big, and the cost grows with the area.
+    """
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", scale_factor: float = 1.1,
+                 min_neighbors: int = 5, min_size: int = 48, max_side: int = 1024, margin: float = 0.2) -> None:
+        path = Path(cv2.data.haarcascades) / cascade
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise UserError(f"OpenCV's Haar cascade {path} is missing; install opencv-python-headless>=4.8,<5")
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self.min_size, self.max_side, self.margin = min_size, max_side, margin
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, self.max_side / max(gray.shape))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        smallest = max(24, round(self.min_size * scale))  # 24: the cascade's own window
+        found = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                              minSize=(smallest, smallest))
+        return sorted(tuple(round(float(v) / scale) for v in box) for box in found)
+
+
+class YuNetDetector:
+    """OpenCV's FaceDetectorYN (a small CNN) with a model file the user provides
+    (face_detection_yunet_*.onnx from the OpenCV model zoo)."""
+
+    def __init__(self, model: Path, score_threshold: float = 0.6, margin: float = 0.15) -> None:
+        if not Path(model).is_file():
+            raise UserError(f"YuNet model file {model} does not exist (get face_detection_yunet_2023mar.onnx "
+                            "from the OpenCV model zoo)")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold)
+        except cv2.error as err:
+            raise UserError(f"{model} is not a YuNet model OpenCV can load: {str(err).strip().splitlines()[-1]}") from None
+        self.margin = margin
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+        self.net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, faces = self.net.detect(bgr)
+        return [] if faces is None else sorted(tuple(round(float(v)) for v in face[:4]) for face in faces)
+
+
+def build_detector(name: str, model: Path | None = None) -> Detector:
+    if name == "yunet":
+        if model is None:
+            raise UserError("--detector yunet needs --detector-model PATH (face_detection_yunet_*.onnx)")
+        return YuNetDetector(model)
+    if model is not None:
+        raise UserError(f"--detector-model is only used with --detector yunet, not {name}")
+    if name == "haar":
+        return HaarDetector()
+    if name == "none":
+        return WholeImage()
+    raise UserError(f"unknown detector '{name}'; choose one of: {', '.join(DETECTORS)}")

@@ -1,0 +1,59 @@
+"""`dicefer export`: expression encoder + classifier as one ONNX graph, checked against PyTorch.
+
+The graph takes whitened faces (N, C, S, S) with a dynamic batch axis and returns class
+probabilities and the expression code; how to make its input (size, channels, classes, the
+whitening) is recorded in the model's metadata, so serving needs the .onnx file alone.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checkpoint import LoadedRun, atomic_write
+from ..errors import UserError
+from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, import_onnxruntime
+
+OPSET = 17
+
+
+def export_onnx(run_dir: Path, out: Path, opset: int = OPSET) -> float | None:
+    """Write `out`; return the largest difference of probabilities between onnxruntime and
+    PyTorch on random inputs, or None when onnxruntime is not installed to check it."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("exporting needs the onnx package: pip install 'dicefer[onnx]'") from None
+    run = LoadedRun(Path(run_dir))
+    backend = TorchBackend(run)
+    spec = backend.spec
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated, but it needs no onnxscript and handles a ResNet fully.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(backend.model, (torch.zeros(1, spec.channels, spec.size, spec.size),), buffer, dynamo=False,
+                          input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset,
+                          dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
+    model = onnx.load_from_string(buffer.getvalue())
+    meta = spec.to_metadata() | {"dicefer_version": __version__, "source_run": str(run_dir),
+                                 "method": run.config.method, "stage": run.stage}
+    onnx.helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))
+    try:
+        import_onnxruntime()
+    except UserError:
+        return None
+    return max_difference(backend, OnnxBackend(Path(out)))
+
+
+def max_difference(backend: TorchBackend, exported: OnnxBackend, n: int = 64) -> float:
+    """Largest absolute difference of probabilities on `n` random whitened faces."""
+    spec = backend.spec
+    x = torch.randn(n, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    return float(np.abs(backend(x)[0] - exported(x)[0]).max())
+

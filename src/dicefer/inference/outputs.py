@@ -1,0 +1,86 @@
+"""Where predictions go: one record per face as JSON lines or CSV, and annotated image copies."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+
+from .inputs import Frame
+from .recognizer import Face
+
+NO_FACE = "no face detected"
+
+
+def records(frame: Frame, faces: list[Face]) -> list[dict]:
+    """One record per face; an image without faces gets one record whose `note` says so."""
+    where = {"source": frame.source}
+    if frame.frame is not None:
+        where |= {"frame": frame.frame, "time": frame.time}
+    if not faces:
+        return [where | {"box": None, "label": None, "probabilities": None, "note": NO_FACE}]
+    return [where | {"box": list(f.box), "label": f.label, "probabilities": f.probabilities} for f in faces]
+
+
+class JsonLines:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record) + "\n")
+
+
+class Csv:
+    """Flat columns: the box as x, y, w, h and one probability column per class."""
+
+    def __init__(self, stream: TextIO, classes: tuple[str, ...]) -> None:
+        self.classes = classes
+        self.writer = csv.DictWriter(stream, ["source", "frame", "time", "x", "y", "w", "h", "label", *classes, "note"])
+        self.writer.writeheader()
+
+    def write(self, record: dict) -> None:
+        row = {k: record.get(k) for k in ("source", "frame", "time", "label", "note")}
+        row |= dict(zip("xywh", record["box"] or ()))
+        row |= record["probabilities"] or {}
+        self.writer.writerow(row)
+
+
+def open_sink(path: Path | None, stream: TextIO, classes: tuple[str, ...]) -> JsonLines | Csv:
+    """CSV for a .csv path, JSON lines otherwise (stdout when no path)."""
+    if path is not None and path.suffix.lower() == ".csv":
+        return Csv(stream, classes)
+    return JsonLines(stream)
+
+
+class Annotator:
+    """Copies of the inputs with boxes and labels drawn, as DIR/<name>.jpg (video: <name>-f<frame>.jpg)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: Frame, faces: list[Face]) -> Path:
+        canvas = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR if frame.image.ndim == 3 else cv2.COLOR_GRAY2BGR)
+        thickness = max(1, round(max(canvas.shape[:2]) / 400))
+        for face in faces:
+            x, y, w, h = face.box
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), thickness)
+            text = f"{face.label} {face.probabilities[face.label]:.2f}"
+            cv2.putText(canvas, text, (x, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, (0, 220, 0),
+                        thickness, cv2.LINE_AA)
+        path = self.folder / self._name(frame)
+        cv2.imwrite(str(path), canvas)
+        return path
+
+    def _name(self, frame: Frame) -> str:
+        stem = Path(frame.source).stem + ("" if frame.frame is None else f"-f{frame.frame}")
+        name, n = f"{stem}.jpg", 1
+        while name in self.used:  # the same file name from two folders
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        self.used.add(name)
+        return name
+

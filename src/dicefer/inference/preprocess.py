@@ -1,0 +1,67 @@
+"""From a detected face to the network's input, exactly as evaluation feeds the encoder.
+
+A run trained on 48x48 grayscale whitened faces must see 48x48 grayscale whitened faces: the
+same luma weights, the same antialiased resize rounded to uint8, the same per-image whitening.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.transforms import Preprocess, to_luma, to_uint8_input
+from .detectors import Box
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects; stored in an ONNX export's metadata so it needs no run folder."""
+
+    size: int
+    grayscale: bool
+    classes: tuple[str, ...]
+    whiten: bool = True  # data.whiten: per-image whitening, or a plain scale to [-1, 1]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grayscale else 3
+
+    def batch(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """uint8 crops (H, W) or (H, W, 3) of any size -> float32 (N, C, size, size), as evaluation feeds them."""
+        x = torch.stack([to_uint8_input(self._channels(c), self.size) for c in crops])
+        return Preprocess("none", 0, self.whiten)(x.float().div_(255.0), rng=None)
+
+    def _channels(self, crop: np.ndarray) -> np.ndarray:
+        if self.grayscale:
+            return to_luma(crop) if crop.ndim == 3 else crop
+        return np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop
+
+    def to_metadata(self) -> dict[str, str]:
+        return {"input_size": str(self.size), "grayscale": json.dumps(self.grayscale), "channels": str(self.channels),
+                "classes": json.dumps(list(self.classes)), "whiten": json.dumps(self.whiten),
+                "preprocessing": "face crop -> ITU-R 601 luma if grayscale -> antialiased resize to input_size, "
+                                 "rounded to uint8 -> /255 -> " + ("per-image whitening (x - mean) / max(std, 1/255)"
+                                                                   if self.whiten else "x * 2 - 1")}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> InputSpec:
+        return cls(int(meta["input_size"]), json.loads(meta["grayscale"]), tuple(json.loads(meta["classes"])),
+                   json.loads(meta.get("whiten", "true")))
+
+
+def square_crop(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """The box made square about its centre and grown by `margin` of its side on every side, as
+    training faces are square; where that leaves the image, its edge pixels are repeated."""
+    x, y, w, h = box
+    side = max(1, round(max(w, h) * (1 + 2 * margin)))
+    x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+    height, width = image.shape[:2]
+    crop = image[max(y0, 0):max(min(y0 + side, height), 0), max(x0, 0):max(min(x0 + side, width), 0)]
+    pad = ((max(-y0, 0), max(y0 + side - height, 0)), (max(-x0, 0), max(x0 + side - width, 0)))
+    if crop.size == 0:
+        raise ValueError(f"box {box} lies outside the {width}x{height} image")
+    if any(sum(p) for p in pad):
+        crop = np.pad(crop, pad + ((0, 0),) * (image.ndim - 2), mode="edge")
+    return crop

@@ -1,0 +1,93 @@
+"""`ExpressionRecognizer`: detect faces, preprocess them as in training, classify them in batches."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import LoadedRun
+from .backends import OnnxBackend, TorchBackend
+from .detectors import Box, Detector, build_detector
+from .images import ImageLike, load_image
+from .preprocess import square_crop
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: its box [x, y, w, h] in the image, the most likely class, all probabilities."""
+
+    box: Box
+    label: str
+    probabilities: dict[str, float]
+
+
+class ExpressionRecognizer:
+    """Facial expressions in photos, with a model from a run folder (PyTorch) or an ONNX export.
+
+    rec = ExpressionRecognizer.from_run("runs/demo")
+    faces = rec.predict("photo.jpg")            # path, PIL image or RGB numpy array
+    """
+
+    def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector, margin: float | None = None,
+                 batch_size: int = 64) -> None:
+        self.backend, self.detector, self.batch_size = backend, detector, batch_size
+        self.margin = detector.margin if margin is None else margin
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, detector: str = "haar", detector_model: Path | None = None,
+                 **kwargs) -> ExpressionRecognizer:
+        """detector: haar (default), none (inputs are face crops) or yunet (with detector_model)."""
+        return cls(TorchBackend(LoadedRun(Path(run_dir))), build_detector(detector, detector_model), **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, detector: str = "haar", detector_model: Path | None = None,
+                  **kwargs) -> ExpressionRecognizer:
+        """An export of `dicefer export`, run by onnxruntime (pip install 'dicefer[onnx]')."""
+        return cls(OnnxBackend(Path(path)), build_detector(detector, detector_model), **kwargs)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.backend.spec.classes
+
+    def predict(self, image: ImageLike) -> list[Face]:
+        """Every face found in one image, left to right; [] when there is none."""
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[ImageLike]) -> list[list[Face]]:
+        """Faces of several images, classified together in batches (faster than one by one)."""
+        arrays = [load_image(image) for image in images]
+        boxes = [self.detector(a) for a in arrays]
+        crops = [square_crop(a, box, self.margin) for a, found in zip(arrays, boxes) for box in found]
+        probabilities = self._probabilities(crops)
+        faces, start = [], 0
+        for found in boxes:
+            faces.append([self._face(box, p) for box, p in zip(found, probabilities[start:start + len(found)])])
+            start += len(found)
+        return faces
+
+    def embed(self, crops: Sequence[ImageLike]) -> dict[str, np.ndarray]:
+        """Face crops (no detection) -> {"expression": (N, D)} and, when the run has an identity
+        encoder (a DICE-FER run, not an ONNX export), {"identity": (N, D)}."""
+        if not crops:
+            raise ValueError("embed needs at least one face crop")
+        batches = list(self._batches([load_image(c) for c in crops]))
+        out = {"expression": np.concatenate([self.backend(x)[1] for x in batches])}
+        identity = [self.backend.identity(x) for x in batches]
+        if identity[0] is not None:
+            out["identity"] = np.concatenate(identity)
+        return out
+
+    def _batches(self, crops: list[np.ndarray]):
+        for i in range(0, len(crops), self.batch_size):
+            yield self.backend.spec.batch(crops[i:i + self.batch_size])
+
+    def _probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return np.concatenate([self.backend(x)[0] for x in self._batches(crops)])
+
+    def _face(self, box: Box, p: np.ndarray) -> Face:
+        p = p.astype(np.float64) / p.sum()
+        return Face(box, self.classes[int(p.argmax())], dict(zip(self.classes, p.tolist())))

@@ -1,0 +1,59 @@
+"""`dicefer export`: one ONNX graph that onnxruntime runs as PyTorch does (probabilities within
+1e-4), with a dynamic batch axis and the preprocessing in its metadata."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import face_photo
+from PIL import Image
+
+from dicefer import ExpressionRecognizer
+from dicefer.checkpoint import LoadedRun
+from dicefer.cli import main
+from dicefer.data.base import CLASSES
+from dicefer.errors import UserError
+from dicefer.inference.backends import OnnxBackend, TorchBackend
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", "--run", str(tiny_run), "--out", str(path)]) == 0
+    return path
+
+
+def test_onnxruntime_matches_pytorch(tiny_run, exported):
+    torch_model, onnx_model = TorchBackend(LoadedRun(tiny_run)), OnnxBackend(exported)
+    assert onnx_model.spec == torch_model.spec
+    assert onnx_model.spec.classes == CLASSES and onnx_model.spec.size == 32 and onnx_model.spec.grayscale
+    for n in (1, 5, 64):  # the batch axis is dynamic
+        x = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(n))
+        (p_torch, e_torch), (p_onnx, e_onnx) = torch_model(x), onnx_model(x)
+        assert p_onnx.shape == (n, 7) and e_onnx.shape == (n, 64)
+        assert np.abs(p_onnx - p_torch).max() < 1e-4
+        assert np.abs(e_onnx - e_torch).max() < 1e-3
+
+
+def test_recognizers_agree_on_a_photo(tiny_run, exported, tmp_path, capsys):
+    photo = face_photo(0, 3)
+    from_run, from_onnx = ExpressionRecognizer.from_run(tiny_run), ExpressionRecognizer.from_onnx(exported)
+    (a,), (b,) = from_run.predict(photo), from_onnx.predict(photo)
+    assert a.box == b.box and a.label == b.label
+    assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in CLASSES) < 1e-4
+    assert set(from_onnx.embed([photo])) == {"expression"}  # the export has no identity encoder
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    assert main(["predict", "--quiet", "--onnx", str(exported), str(tmp_path / "photo.png")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["label"] == a.label and record["box"] == list(a.box)
+
+
+def test_bad_onnx_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        ExpressionRecognizer.from_onnx(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(UserError, match="not an ONNX model onnxruntime can load"):
+        ExpressionRecognizer.from_onnx(tmp_path / "junk.onnx")

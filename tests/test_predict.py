@@ -1,0 +1,205 @@
+"""`dicefer predict` and ExpressionRecognizer: inputs of every kind, records, annotation, user
+errors, and preprocessing that is exactly what the encoder saw in training."""
+import csv
+import json
+import re
+import runpy
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import face_photo
+from PIL import Image
+
+from dicefer import ExpressionRecognizer
+from dicefer.cli import main
+from dicefer.data.base import CLASSES, FaceSet
+from dicefer.data.synthetic import SyntheticSpec, render_face
+from dicefer.data.torch_datasets import Faces, resize_all
+from dicefer.data.transforms import Preprocess
+from dicefer.inference.images import load_image
+from dicefer.inference.preprocess import InputSpec, square_crop
+
+
+def predict(capsys, *argv: str) -> tuple[int, list[dict], list[str]]:
+    """(exit code, JSON records on stdout, stderr lines without progress bars)."""
+    code = main(["predict", "--quiet", *argv])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], [e for e in err.splitlines() if e.strip()]
+
+
+def assert_valid_face(record: dict) -> None:
+    assert len(record["box"]) == 4 and all(isinstance(v, int) and v >= 0 for v in record["box"])
+    p = record["probabilities"]
+    assert list(p) == list(CLASSES) and sum(p.values()) == pytest.approx(1, abs=1e-6)
+    assert record["label"] == max(p, key=p.get)
+
+
+def bomb_png(path: Path, side: int = 30000) -> None:
+    """A valid PNG header announcing side x side pixels, 10 times PIL's limit, and almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_folders_globs_and_records(tiny_run, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(face_photo(0, 3)).save(photos / "a.png")
+    Image.fromarray(face_photo(4, 0)).save(photos / "sub" / "b.jpg")  # found by the recursive folder search
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(photos / "empty.png")
+    (photos / "broken.png").write_text("not an image")
+    (photos / "notes.txt").write_text("not an input")  # ignored in folders: not an image suffix
+    Image.fromarray(face_photo(6, 5)).save(tmp_path / "c.png")
+    code, records, err = predict(capsys, "--run", str(tiny_run), str(photos), str(tmp_path / "*.png"),
+                                 str(tmp_path / "missing.jpg"), "--annotate", str(tmp_path / "annotated"))
+    assert code == 0
+    by_source = {Path(r["source"]).name: r for r in records}
+    assert sorted(by_source) == ["a.png", "b.jpg", "c.png", "empty.png"] and len(records) == 4
+    for name in ("a.png", "b.jpg", "c.png"):
+        assert_valid_face(by_source[name])
+        assert "frame" not in by_source[name]
+    assert by_source["empty.png"]["note"] == "no face detected" and by_source["empty.png"]["box"] is None
+    warnings = [line for line in err if "warning" in line]
+    assert len(warnings) == 2 and "broken.png" in warnings[0] + warnings[1] and "missing.jpg" in warnings[0] + warnings[1]
+    assert "3 faces in 4 images, 2 inputs skipped" in err[-1]
+    annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    assert annotated == ["a.jpg", "b.jpg", "c.jpg", "empty.jpg"]
+    drawn = np.asarray(Image.open(tmp_path / "annotated" / "a.jpg"))
+    assert drawn.shape == (192, 192, 3) and (np.abs(drawn[..., 1].astype(int) - drawn[..., 0]) > 100).sum() > 100  # a green box
+
+
+def test_csv_output(tiny_run, tmp_path, capsys):
+    Image.fromarray(face_photo(0, 1)).save(tmp_path / "a.png")
+    assert main(["predict", "--quiet", "--run", str(tiny_run), str(tmp_path / "a.png"), "--out", str(tmp_path / "f.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "f.csv").open()))
+    assert capsys.readouterr().out == "" and len(rows) == 1
+    assert list(rows[0]) == ["source", "frame", "time", "x", "y", "w", "h", "label", *CLASSES, "note"]
+    assert sum(float(rows[0][c]) for c in CLASSES) == pytest.approx(1, abs=1e-5) and rows[0]["label"] in CLASSES
+
+
+def test_video_every_nth_frame(tiny_run, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 192))
+    for i in range(25):
+        writer.write(cv2.cvtColor(face_photo(0, i % 7), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    code, records, _ = predict(capsys, "--run", str(tiny_run), str(video), "--every", "10")
+    assert code == 0
+    assert [(r["frame"], r["time"]) for r in records] == [(0, 0.0), (10, 1.0), (20, 2.0)]
+    for r in records:
+        assert_valid_face(r)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "exif"])
+def test_image_modes_load_as_the_same_picture(tmp_path, mode):
+    gray = face_photo(0, 3)
+    path = tmp_path / f"face-{mode.replace(';', '')}.png"
+    if mode == "I;16":
+        Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+        assert Image.open(path).mode.startswith("I")
+    elif mode == "exif":  # stored lying on its side, with the EXIF tag that says "rotate 90 degrees clockwise"
+        path = path.with_suffix(".jpg")
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(np.rot90(gray)).convert("RGB").save(path, exif=exif, quality=100)
+    elif mode == "RGBA":
+        rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+        rgba[:10, :10, 3] = 0  # transparent corner: composited on white
+        Image.fromarray(rgba).save(path)
+    else:
+        Image.fromarray(gray).convert(mode).save(path)
+    loaded = load_image(path)
+    luma = loaded if loaded.ndim == 2 else loaded[..., :3].mean(axis=2)
+    if mode == "exif":
+        assert np.abs(luma - gray).mean() < 2  # JPEG, but upright: a sideways face would differ by tens
+    elif mode == "RGBA":
+        assert (luma[:10, :10] == 255).all() and (luma[10:] == gray[10:]).all()
+    else:
+        assert (luma == gray).all()
+
+
+def test_unreadable_and_huge_images_are_skipped_with_a_message(tiny_run, tmp_path, capsys):
+    bomb_png(tmp_path / "bomb.png")
+    (tmp_path / "text.jpg").write_text("hello")
+    code, records, err = predict(capsys, "--run", str(tiny_run), str(tmp_path / "bomb.png"), str(tmp_path / "text.jpg"))
+    assert code == 2 and records == []
+    assert any("bomb.png" in line and "decompression bomb" in line for line in err)
+    assert any("text.jpg" in line and "not an image" in line for line in err)
+    assert err[-1] == "dicefer: error: nothing could be processed: none of the 2 inputs gave a readable image"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run", "{tmp}"], "model.safetensors is missing"),
+    (["--run", "{tmp}/nope"], "run folder {tmp}/nope does not exist"),
+    (["--run", "{run}", "--detector", "yunet"], "--detector yunet needs --detector-model PATH"),
+    (["--run", "{run}", "--detector", "yunet", "--detector-model", "{tmp}/yunet.onnx"], "YuNet model file {tmp}/yunet.onnx does not exist"),
+    (["--run", "{run}", "--every", "0"], "--every must be at least 1"),
+])
+def test_user_errors_are_one_line(tiny_run, tmp_path, capsys, argv, message):
+    Image.fromarray(face_photo()).save(tmp_path / "a.png")
+    argv = [a.format(tmp=tmp_path, run=tiny_run) for a in argv]
+    code, _, err = predict(capsys, *argv, str(tmp_path / "a.png"))
+    assert code == 2 and len(err) == 1 and err[0].startswith("dicefer: error: ")
+    assert message.format(tmp=tmp_path) in err[0]
+
+
+def test_api_accepts_paths_pil_images_and_arrays(tiny_run, tmp_path):
+    rec = ExpressionRecognizer.from_run(tiny_run)
+    photo = np.dstack([face_photo(4, 2)] * 3)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    results = [rec.predict(x) for x in (tmp_path / "p.png", str(tmp_path / "p.png"), Image.open(tmp_path / "p.png"), photo)]
+    assert len(results[0]) == 1 and all(r == results[0] for r in results)
+    face = results[0][0]
+    assert face.label in CLASSES and face.probabilities[face.label] == max(face.probabilities.values())
+    assert rec.predict(np.full((64, 64), 128, np.uint8)) == []
+
+
+def test_embed_gives_expression_and_identity_codes(tiny_run):
+    rec = ExpressionRecognizer.from_run(tiny_run, detector="none")
+    crops = [render_face(SyntheticSpec(size=64), i, e) for i, e in [(0, 0), (0, 3), (4, 3)]]
+    codes = rec.embed(crops)
+    assert set(codes) == {"expression", "identity"}
+    assert codes["expression"].shape == codes["identity"].shape == (3, 64)
+    assert not np.allclose(codes["expression"][0], codes["expression"][1])
+    assert np.allclose(rec.embed(crops[:1])["expression"], codes["expression"][:1], atol=1e-5)  # batching changes nothing
+
+
+def test_preprocessing_is_what_training_fed_the_encoder():
+    """A face crop through InputSpec equals the same image through the training dataset (no augmentation)."""
+    images = np.stack([render_face(SyntheticSpec(size=64), i, e, nuisance=True) for i, e in [(0, 1), (3, 4)]])
+    faces = FaceSet(images, np.array([1, 4]), None, "t")
+    cases = ((True, True, [images[0], np.dstack([images[1]] * 3)]), (False, True, list(images)), (True, False, list(images)))
+    for grayscale, whiten, crops in cases:
+        trained = Faces(resize_all(faces if grayscale else FaceSet(np.stack([np.dstack([i] * 3) for i in images]),
+                                                                  faces.expression, None, "t"), 32, grayscale),
+                        faces.expression, Preprocess("none", 0, whiten))
+        expected = torch.stack([trained[0][0], trained[1][0]])
+        assert torch.equal(InputSpec(32, grayscale, CLASSES, whiten).batch(crops), expected)
+
+
+def test_square_crop_pads_at_the_image_edge():
+    image = np.arange(100 * 80, dtype=np.uint8).reshape(80, 100)
+    crop = square_crop(image, (0, 10, 20, 10), margin=0.5)  # square side 40, centred at (10, 15)
+    assert crop.shape == (40, 40)
+    assert (crop[:, :10] == crop[:, 10:11]).all()  # the left edge repeated where the box leaves the image
+    assert (crop[5:, 10:] == image[:35, :30]).all()
+    assert square_crop(np.zeros((50, 60, 3), np.uint8), (10, 5, 30, 20), 0.0).shape == (30, 30, 3)
+
+
+def test_readme_example_runs(tiny_run, tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(tiny_run)
+    Image.fromarray(face_photo(0, 3)).convert("RGB").save(tmp_path / "photo.jpg")
+    (tmp_path / "example.py").write_text(code)
+    namespace = runpy.run_path(str(tmp_path / "example.py"))
+    assert namespace["faces"] and set(namespace["codes"]) == {"expression", "identity"}
