@@ -51,22 +51,34 @@ def run_folder(path: Path) -> Path:
     return path
 
 
-# Each loading entry point: the file it reads in a run folder, its command line, its error.
-# (--init and `predict --run` are not on this branch yet: add them here when they are.)
+def in_run(file: str, *argv: str):
+    """An entry point that reads `file` of a run folder: put the payload there, pass the folder."""
+    def command(tmp_path: Path, payload: Path) -> list[str]:
+        run = run_folder(tmp_path / "run")
+        (run / file).write_bytes(payload.read_bytes())
+        return [arg.replace("RUN", str(run)) for arg in argv]
+    return command
+
+
+def as_init(tmp_path: Path, payload: Path) -> list[str]:
+    return ["train", "--preset", "smoke", "--init", str(payload), "--out", str(tmp_path / "out")]
+
+
+# Each loading entry point: how to hand it the payload, and the error it must give.
 ENTRY_POINTS = {
-    "train --resume": ("checkpoint.safetensors", ["train", "--resume"], "not a readable dicefer checkpoint"),
-    "evaluate --run": ("model.safetensors", ["evaluate", "--run"], "is not a readable safetensors file"),
+    "train --resume": (in_run("checkpoint.safetensors", "train", "--resume", "RUN"), "not a readable dicefer checkpoint"),
+    "evaluate --run": (in_run("model.safetensors", "evaluate", "--run", "RUN"), "is not a readable safetensors file"),
+    "predict --run": (in_run("model.safetensors", "predict", "--run", "RUN", "RUN/config.yaml"), "is not a readable safetensors file"),
+    "train --init": (as_init, "payload-"),
 }
 
 
 @pytest.mark.parametrize("kind", ["pickle", "torch"])
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_pickles_never_run(tmp_path, capsys, entry, kind):
-    file, argv, message = ENTRY_POINTS[entry]
-    data, marker = malicious_files(tmp_path)[kind]
-    run = run_folder(tmp_path / "run")
-    (run / file).write_bytes(data)
-    assert main([*argv, str(run)]) == 2
+    command, message = ENTRY_POINTS[entry]
+    _, marker = malicious_files(tmp_path)[kind]
+    assert main(command(tmp_path, tmp_path / f"payload-{kind}")) == 2
     assert message in one_line_error(capsys)
     assert not marker.exists()
 
