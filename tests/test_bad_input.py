@@ -23,6 +23,7 @@ def run_error(capsys, tmp_path: Path, *args: str) -> str:
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("dicefer: error: ")
+    assert not (tmp_path / "run").exists(), "a failed start must leave no run folder that blocks the next attempt"
     return last
 
 

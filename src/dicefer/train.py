@@ -69,6 +69,9 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool 
 
 def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool,
            resume: bool) -> None:
+    # ---------------- data first: a dataset that fails to load leaves no run folder behind ----------------
+    train_set, _ = load_dataset(cfg)
+
     # ---------------- setup, resume ----------------
     record = load_checkpoint(out / CHECKPOINT_FILE) if resume else None
     if record and record["world_size"] != proc.world_size:
@@ -102,7 +105,6 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
             save_model(out / MODEL_FILE, modules, cfg, stage, train_set.classes)
 
     # ---------------- data ----------------
-    train_set, _ = load_dataset(cfg)
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
     channels = images.shape[1]
     augment = Preprocess.for_training(cfg.data)
