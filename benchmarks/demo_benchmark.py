@@ -73,11 +73,11 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     for which in times:  # warm-up
         run(which)
     for _ in range(rounds):
-        for which in times:
+        for which, seconds in times.items():
             start = time.perf_counter()
             for _ in range(steps):
                 run(which)
-            times[which].append((time.perf_counter() - start) / steps)
+            seconds.append((time.perf_counter() - start) / steps)
     return {k: 2 * b / statistics.median(v) for k, v in times.items()}
 
 
@@ -106,17 +106,17 @@ def main() -> None:
 
 
 def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     cfg = build_config(args.preset, None, args.overrides)
     settings = " ".join(f"`{o}`" for o in args.overrides) or "no overrides"
     lines = [
         f"## Synthetic benchmark, `{args.preset}` preset, {settings} (seed {args.seed})",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
+        (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, CPU only. "
         f"Input {cfg.data.size}x{cfg.data.size} grayscale, {cfg.data.train_identities} training identities "
         f"(confounded: {cfg.data.confounded}), {cfg.data.test_identities} unseen test identities. "
-        "Produced by `benchmarks/demo_benchmark.py`.",
+        "Produced by `benchmarks/demo_benchmark.py`."),
         "",
         "| method | test accuracy (unseen identities) | macro-F1 | train accuracy | MIG | identity probe on E | identity probe on I | chance | wall time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -132,8 +132,8 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
         "Stage 1 at its last epoch (collapse diagnostics): " + ", ".join(
             f"{k.removeprefix('stage1_final_')} {run[k]:.4g}" for k in run if k.startswith("stage1_final_")) + ".",
         "",
-        f"Training throughput, interleaved micro-benchmark, median of {args.rounds} rounds (batch {cfg.batch_size} pairs = "
-        f"{2 * cfg.batch_size} images per step for every stage):",
+        (f"Training throughput, interleaved micro-benchmark, median of {args.rounds} rounds (batch {cfg.batch_size} pairs = "
+        f"{2 * cfg.batch_size} images per step for every stage):"),
         "",
         "| step | images/s | ratio to supervised |",
         "|---|---|---|",

@@ -9,7 +9,12 @@ import pytest
 from PIL import Image
 
 from dicefer.data.base import CLASSES
-from dicefer.evaluation import classification_metrics, embedding_2d, identity_probe, mutual_information_gap
+from dicefer.evaluation import (
+    classification_metrics,
+    embedding_2d,
+    identity_probe,
+    mutual_information_gap,
+)
 from dicefer.report import write_report
 
 

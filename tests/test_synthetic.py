@@ -8,7 +8,12 @@ from threadpoolctl import threadpool_limits
 
 from dicefer.data import synthetic
 from dicefer.data.base import CLASSES
-from dicefer.data.synthetic import SyntheticSpec, load_synthetic, render_face, save_contact_sheet
+from dicefer.data.synthetic import (
+    SyntheticSpec,
+    load_synthetic,
+    render_face,
+    save_contact_sheet,
+)
 
 SMALL = SyntheticSpec(train_identities=12, test_identities=5, images_per_identity=28, size=32, seed=3)
 SURPRISE, NEUTRAL = CLASSES.index("Surprise"), CLASSES.index("Neutral")

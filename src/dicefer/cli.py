@@ -206,7 +206,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def print_summary(report: dict, run: Path) -> None:
     d = report["disentanglement"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     print(f"test accuracy {report['test']['accuracy']:.3f}  macro-F1 {report['test']['macro_f1']:.3f}  "
           f"MIG {fmt(d['mig'])}  identity probe E {fmt(d['identity_probe_accuracy_E'])} "
           f"I {fmt(d['identity_probe_accuracy_I'])} (chance {fmt(d['chance_identity'])})")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+matplotlib.use("Agg")  # before pyplot is imported: no display needed
+import matplotlib.pyplot as plt
+import numpy as np
 
-from dicefer.evaluation import embedding_2d  # noqa: E402
+from dicefer.evaluation import embedding_2d
 
 DPI = 120
 SPLITS = ("test", "train")
