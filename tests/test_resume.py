@@ -77,8 +77,8 @@ def test_killed_and_stopped_run_resumes_to_the_same_result(reference, tmp_path):
     assert victim.wait() == -signal.SIGKILL
     record = load_checkpoint(run / "checkpoint.safetensors")
     assert record["position"]["stage"] == "stage1" and "data" in record["rng"][0]  # augmentation's random state
-    state = record["state"]  # Stage 1: MINE moving averages, the L1 switch, Adam's moments
-    assert set(state) == {"expression", "stage1.mi", "stage1.opt", "stage1.l1"}
+    state = record["state"]  # Stage 1: MINE moving averages, the L1 switch, Adam's moments (head: stage1.ce_weight)
+    assert set(state) == {"expression", "stage1.mi", "stage1.head", "stage1.opt", "stage1.l1"}
     assert isinstance(state["stage1.l1"]["l1_on"], bool)
     assert torch.isfinite(state["stage1.mi"]["global_est.log_ma"]) and "local_est.log_ma" in state["stage1.mi"]
     assert all("exp_avg" in s for s in state["stage1.opt"]["state"].values())
