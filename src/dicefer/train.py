@@ -69,14 +69,13 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool 
 
 def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool,
            resume: bool) -> None:
-    # ---------------- data first: a dataset that fails to load leaves no run folder behind ----------------
-    train_set, _ = load_dataset(cfg)
-
     # ---------------- setup, resume ----------------
+    # Whatever can fail on bad input (the checkpoint, the dataset) fails before any work or any write.
     record = load_checkpoint(out / CHECKPOINT_FILE) if resume else None
     if record and record["world_size"] != proc.world_size:
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
+    train_set, _ = load_dataset(cfg)
     if proc.is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
