@@ -54,7 +54,7 @@ def test_same_spec_same_arrays_and_disk_cache_is_used(tmp_path, monkeypatch):
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
     # A fresh process (empty memory cache) must read the disk file, not render again.
     synthetic._MEMORY.clear()
-    monkeypatch.setattr(synthetic, "_render_splits", lambda spec: pytest.fail("rendered despite the disk cache"))
+    monkeypatch.setattr(synthetic, "_render_splits", lambda spec, progress: pytest.fail("rendered despite the disk cache"))
     second = load_synthetic(SMALL, cache_dir=tmp_path)
     assert _equal(first[0], second[0]) and _equal(first[1], second[1])
     # Rendering from scratch into another directory gives the same arrays.
@@ -194,3 +194,12 @@ def test_contact_sheet_is_a_png_grid(tmp_path, small):
         cell = 32 * 3  # 32-px faces are upscaled to at least 96 px
         assert width > 7 * cell and height > 3 * cell
         assert np.asarray(sheet.convert("L")).std() > 20
+
+
+def test_rendering_bar_shows_unless_progress_is_off(tmp_path, capsys):
+    """`dicefer train --quiet` promises no progress bars: rendering a large benchmark included."""
+    large = SyntheticSpec(train_identities=30, test_identities=10, images_per_identity=50, size=32)
+    load_synthetic(large, cache_dir=tmp_path / "quiet", progress=False)
+    assert "rendering synthetic faces" not in capsys.readouterr().err
+    load_synthetic(SyntheticSpec(**{**large.__dict__, "seed": 1}), cache_dir=tmp_path / "loud")
+    assert "rendering synthetic faces" in capsys.readouterr().err

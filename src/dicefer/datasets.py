@@ -26,14 +26,14 @@ ADAPTERS: dict[str, Adapter] = {
 log = logging.getLogger("dicefer")
 
 
-def _synthetic(arg: str, data: DataConfig, seed: int) -> tuple[FaceSet, FaceSet]:
+def _synthetic(arg: str, data: DataConfig, seed: int, progress: bool) -> tuple[FaceSet, FaceSet]:
     if arg:
         raise ConfigError("the synthetic dataset takes no path; set its options with data.* (for example data.train_identities=100)")
     spec = SyntheticSpec(
         train_identities=data.train_identities, test_identities=data.test_identities,
         images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, min_intensity=data.min_intensity, seed=seed,
     )
-    return load_synthetic(spec)
+    return load_synthetic(spec, progress=progress)
 
 
 LOADERS = ("synthetic", *ADAPTERS)
@@ -51,21 +51,22 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name, arg
 
 
-def load_dataset(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, FaceSet]:
+    """(train, evaluated split); `progress` shows a bar while images are rendered or decoded the first time."""
     name, arg = parse_spec(cfg.data.spec)
     if name == "synthetic":
-        return _synthetic(arg, cfg.data, cfg.seed)
-    return _load_files(name, Path(arg).expanduser(), cfg.data)
+        return _synthetic(arg, cfg.data, cfg.seed, progress)
+    return _load_files(name, Path(arg).expanduser(), cfg.data, progress)
 
 
-def _load_files(name: str, root: Path, data: DataConfig) -> tuple[FaceSet, FaceSet]:
+def _load_files(name: str, root: Path, data: DataConfig, progress: bool) -> tuple[FaceSet, FaceSet]:
     """(train, evaluation split) of dataset `name` at `root`, decoded at data.size through the cache."""
     splits = ADAPTERS[name](root, data)
     if not splits.get("train"):
         raise DataError(f"{root}: no training images found for {name}")
     evaluated = _evaluation_split(splits, data.eval_split, f"{name}:{root}")
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
-    return tuple(decode_cached(splits[s], data.size, data.grayscale, cache, data.strict)  # type: ignore[return-value]
+    return tuple(decode_cached(splits[s], data.size, data.grayscale, cache, data.strict, progress)  # type: ignore[return-value]
                  for s in ("train", evaluated))
 
 

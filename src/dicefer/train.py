@@ -75,7 +75,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     if record and record["world_size"] != proc.world_size:
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
-    train_set, _ = load_dataset(cfg)
+    train_set, _ = load_dataset(cfg, progress=show_progress and proc.is_main)
     if proc.is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -110,14 +110,14 @@ class _Identity:
 # ---------------------------------------------------------------------------------------------- API
 
 
-def load_synthetic(spec: SyntheticSpec, cache_dir: Path | None = None) -> tuple[FaceSet, FaceSet]:
+def load_synthetic(spec: SyntheticSpec, cache_dir: Path | None = None, progress: bool = True) -> tuple[FaceSet, FaceSet]:
     """(train, test). Cached: in memory (per process) and on disk as .npz under cache_dir
     (default: $DICEFER_CACHE or ~/.cache/dicefer), keyed by a hash of the spec and RENDER_VERSION,
     because rendering takes seconds and every experiment reloads the same benchmark."""
     key = _spec_key(spec)
     if key not in _MEMORY:
         path = _cache_dir(cache_dir) / f"synthetic-{key}.npz"
-        _MEMORY[key] = _load_npz(path) if path.exists() else _render_and_store(spec, path)
+        _MEMORY[key] = _load_npz(path) if path.exists() else _render_and_store(spec, path, progress)
     # Copies, so that a caller normalising in place cannot corrupt the cache.
     return tuple(f.subset(np.arange(len(f))) for f in _MEMORY[key])  # type: ignore[return-value]
 
@@ -180,8 +180,8 @@ def _load_npz(path: Path) -> tuple[FaceSet, FaceSet]:
         )
 
 
-def _render_and_store(spec: SyntheticSpec, path: Path) -> tuple[FaceSet, FaceSet]:
-    train, test = _render_splits(spec)
+def _render_and_store(spec: SyntheticSpec, path: Path, progress: bool) -> tuple[FaceSet, FaceSet]:
+    train, test = _render_splits(spec, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{s}_{field}": getattr(f, field) for s, f in (("train", train), ("test", test))
               for field in ("images", "expression", "identity")}
@@ -260,9 +260,9 @@ def _label_plans(spec: SyntheticSpec, split: int) -> list[np.ndarray]:
     return plans
 
 
-def _render_splits(spec: SyntheticSpec) -> tuple[FaceSet, FaceSet]:
+def _render_splits(spec: SyntheticSpec, progress: bool) -> tuple[FaceSet, FaceSet]:
     total = (spec.train_identities + spec.test_identities) * spec.images_per_identity
-    with tqdm(total=total, desc="rendering synthetic faces", disable=total < _PROGRESS_MIN_IMAGES) as bar:
+    with tqdm(total=total, desc="rendering synthetic faces", disable=not progress or total < _PROGRESS_MIN_IMAGES) as bar:
         return tuple(_render_split(spec, split, bar) for split in (_TRAIN, _TEST))  # type: ignore[return-value]
 
 
