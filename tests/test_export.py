@@ -57,3 +57,18 @@ def test_bad_onnx_files_are_user_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(UserError, match="not an ONNX model onnxruntime can load"):
         ExpressionRecognizer.from_onnx(tmp_path / "junk.onnx")
+
+
+def test_int8_export_is_a_quarter_of_the_size_and_close_to_float(tiny_run, exported, tmp_path, capsys):
+    path = tmp_path / "int8.onnx"
+    assert main(["export", "--run", str(tiny_run), "--out", str(path), "--int8"]) == 0
+    message = capsys.readouterr().err
+    assert "int8" in message and "evaluation split" in message and "accuracy" in message
+    assert path.stat().st_size < exported.stat().st_size / 3  # 8-bit weights, not 32
+    float_model, int8_model = OnnxBackend(exported), OnnxBackend(path)
+    assert int8_model.spec == float_model.spec  # the preprocessing metadata survived quantization
+    x = torch.randn(32, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    (p_float, _), (p_int8, _) = float_model(x), int8_model(x)
+    assert np.allclose(p_int8.sum(1), 1, atol=1e-5)
+    assert 0 < np.abs(p_int8 - p_float).max() < 0.05  # quantized (not a copy), yet close
+    assert not list(tmp_path.glob("tmp*"))  # the float intermediate is cleaned up

@@ -106,6 +106,10 @@ def add_export_parser(sub) -> None:
                        "Needs pip install 'dicefer[onnx]'.")
     x.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
     x.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
+    x.add_argument("--int8", action="store_true",
+                   help="quantize weights and activations to 8 bits (about 3x faster at batch 1 on a CPU), calibrated "
+                        "on 256 of the run's training faces; prints how often it agrees with the float model on the "
+                        "run's evaluation split, so the dataset must still be where the run found it")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,10 +201,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .inference.onnx_export import export_onnx
 
-    difference = export_onnx(args.run, args.out)
-    check = ("not checked: onnxruntime is not installed" if difference is None
-             else f"max |onnxruntime - PyTorch| probability difference {difference:.2e}")
-    print(f"dicefer: wrote {args.out} ({check})", file=sys.stderr)
+    if not args.int8:
+        difference = export_onnx(args.run, args.out)
+        check = ("not checked: onnxruntime is not installed" if difference is None
+                 else f"max |onnxruntime - PyTorch| probability difference {difference:.2e}")
+        print(f"dicefer: wrote {args.out} ({check})", file=sys.stderr)
+        return 0
+    import tempfile
+
+    from .checkpoint import LoadedRun
+    from .inference.quantize import quantize_int8
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out.parent) as tmp:
+        float_model = Path(tmp) / "float.onnx"
+        export_onnx(args.run, float_model)
+        c = quantize_int8(LoadedRun(args.run), float_model, args.out)
+    print(f"dicefer: wrote {args.out} (int8); on {c.faces} faces of the run's evaluation split it gives the float "
+          f"model's label to {100 * c.agreement:.1f}% (accuracy {c.accuracy_int8:.3f}, float {c.accuracy_float:.3f}; "
+          f"largest probability difference {c.max_difference:.3f})", file=sys.stderr)
     return 0
 
 

@@ -82,11 +82,13 @@ class Stage3Config:
     epochs: int = 50
     lr: float = 1e-3
     batch_size: int = 256
+    finetune_epochs: int = 0            # then train E and the classifier together on images (not in the paper; 0 = off)
+    finetune_lr: float = 1e-4
 
 
 @dataclass
 class SupervisedConfig:
-    epochs: int | None = None           # None: Stage 1 + Stage 2 epochs, the encoders' budget in DICE-FER
+    epochs: int | None = None           # None: the epochs DICE-FER's encoders see (Stage 1 + Stage 2 + fine-tuning)
     lr: float = 1e-4
 
 
@@ -109,7 +111,7 @@ class TrainConfig:
 
     def supervised_epochs(self) -> int:
         s = self.supervised.epochs
-        return self.stage1.epochs + self.stage2.epochs if s is None else s
+        return self.stage1.epochs + self.stage2.epochs + self.stage3.finetune_epochs if s is None else s
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -242,6 +244,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.crop_padding must be between 0 and {cfg.data.size // 2 - 1} pixels")
     if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
+    if cfg.stage3.finetune_epochs < 0:
+        raise ConfigError("stage3.finetune_epochs must be 0 (the paper's frozen code) or a positive number of epochs")
     if cfg.data.peak_frames < 1:
         raise ConfigError("data.peak_frames must be at least 1")
 

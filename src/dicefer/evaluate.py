@@ -85,7 +85,7 @@ def run_summary(run_dir: Path, cfg: TrainConfig) -> dict:
                      "seed": cfg.seed}
     log = Path(run_dir) / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    for stage in ("stage1", "stage2", "stage3", "supervised"):
+    for stage in ("stage1", "stage2", "stage3", "finetune", "supervised"):
         rows = [r for r in records if r["stage"] == stage]
         if rows:
             summary[f"{stage}_epochs"] = len(rows)

@@ -208,3 +208,22 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     runner.run("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]),
                {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3}, every_epoch=False)
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "stage3")
+    if not cfg.stage3.finetune_epochs:
+        return
+
+    # ---------------- optional: fine-tune E with the classifier (stage3.finetune_epochs; not in the paper) ----------------
+    # Starts from the paper's result: the Stage 1 code and a classifier already fitted on it.
+    enc_e.requires_grad_(True)
+    opt_f = torch.optim.Adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage3.finetune_lr)
+    faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed + 4, True)
+    net_e = trained_encoder(enc_e)
+
+    def finetune_step(batch):
+        enc_e.train(); classifier.train()
+        x, y = accel.move(batch)
+        loss, logs = supervised_step(net_e, net_c, x, y)
+        return [(loss, opt_f)], logs
+
+    runner.run("finetune", cfg.stage3.finetune_epochs, finetune_step, faces, lambda b: len(b[0]),
+               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "finetune.opt": opt_f})
+    save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "finetune")
