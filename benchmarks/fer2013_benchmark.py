@@ -1,14 +1,15 @@
 """DICE-FER against the supervised baseline on FER2013 (train on train/, evaluate on val/).
 
 Runs the methods side by side, one process and one thread each, so that they share the machine
-and the wall clock alike: the supervised baseline, DICE-FER as the paper describes it, and
-DICE-FER with the cross-entropy term in Stage 1 (`stage1.ce_weight`). Same backbone, random
-initialisation, input size and number of images through the encoders (supervised epochs =
-Stage 1 + Stage 2 epochs). Writes its block of docs/benchmarks.md. Not part of CI; skips (exit 0)
-when the data is absent.
+and the wall clock alike: the supervised baseline, DICE-FER as the paper describes it, DICE-FER
+with the cross-entropy term in Stage 1 (`stage1.ce_weight`), and that plus fine-tuning E with the
+classifier after Stage 3 (`stage3.finetune_epochs`). Same backbone, random initialisation and input
+size; the baseline gets as many epochs as the longest DICE-FER variant puts through its encoders.
+Writes its block of docs/benchmarks.md. Not part of CI; skips (exit 0) when the data is absent.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/fer2013_benchmark.py [--data ../shared/data/fer2013]
-        [--stage1-epochs 1] [--stage2-epochs 1] [--set KEY=VALUE ...] [--label fer2013]
+        [--stage1-epochs 1] [--stage2-epochs 1] [--finetune-epochs 1] [--variants supervised,finetune]
+        [--set KEY=VALUE ...] [--label fer2013]
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ from demo_benchmark import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = 0.659  # the `fer` package's FER2013-trained model on a FER2013 test split (macro-F1 0.64)
-VARIANTS = {
-    "supervised": ["method=supervised"],
-    "dicefer (paper recipe)": ["method=dicefer"],
-    "dicefer + Stage 1 cross-entropy": ["method=dicefer", "stage1.ce_weight=1.0"],
+VARIANTS = {  # --variants key: (name in the table, overrides)
+    "supervised": ("supervised", ["method=supervised"]),
+    "paper": ("dicefer (paper recipe)", ["method=dicefer"]),
+    "ce": ("dicefer + Stage 1 cross-entropy", ["method=dicefer", "stage1.ce_weight=1.0"]),
+    "finetune": ("dicefer + Stage 1 cross-entropy + fine-tuning", ["method=dicefer", "stage1.ce_weight=1.0"]),
 }
 
 
@@ -37,6 +39,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fer2013")
     parser.add_argument("--stage1-epochs", type=int, default=1)
     parser.add_argument("--stage2-epochs", type=int, default=1)
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="for the finetune variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fer2013-benchmark")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,13 +54,20 @@ def main() -> int:
     common = [f"data.spec=fer2013:{args.data}", "data.size=48", "data.eval_split=val", "threads=1",
               f"seed={args.seed}", "stage1.lr=1e-3", "stage2.lr=1e-3", "supervised.lr=1e-3",
               f"stage1.epochs={args.stage1_epochs}", f"stage2.epochs={args.stage2_epochs}", *args.overrides]
+    chosen = args.variants.split(",")
+    if unknown := set(chosen) - set(VARIANTS):
+        parser.error(f"unknown variants {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+    finetune = args.finetune_epochs if "finetune" in chosen else 0
+    variants = {VARIANTS[k][0]: VARIANTS[k][1] + [f"stage3.finetune_epochs={args.finetune_epochs}"] * (k == "finetune")
+                + [f"supervised.epochs={args.stage1_epochs + args.stage2_epochs + finetune}"] * (k == "supervised")
+                for k in chosen}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = {name: args.out / f"{stamp}-{i}" for i, name in enumerate(VARIANTS)}
+    runs = {name: args.out / f"{stamp}-{i}" for i, name in enumerate(variants)}
     env = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     start = time.perf_counter()
     procs = {name: subprocess.Popen([sys.executable, "-m", "dicefer", "train", "--quiet", "--out", str(runs[name]),
-                                     "--set", *common, *VARIANTS[name]], env=env)
-             for name in VARIANTS}
+                                     "--set", *common, *overrides], env=env)
+             for name, overrides in variants.items()}
     wall = {}
     for name, proc in procs.items():
         if proc.wait():
@@ -64,19 +75,20 @@ def main() -> int:
             return 1
         wall[name] = time.perf_counter() - start
     reports = {name: json.loads((run / "report" / "report.json").read_text()) for name, run in runs.items()}
-    write_doc(args, common, reports, wall, runs)
+    write_doc(args, common, reports, wall, runs, finetune)
     return 0
 
 
-def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict) -> None:
+def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, finetune: int) -> None:
     classes = next(iter(reports.values()))["classes"]
     lines = [
         f"## FER2013 (train/ -> val/), 48x48 grayscale, random initialisation (seed {args.seed})",
         "",
         (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} (2 cores), CPU only; "
-        f"the {len(VARIANTS)} runs side by side, one thread each, so throughput is per process on a shared machine. "
-        f"Stage 1 {args.stage1_epochs} epoch(s), Stage 2 {args.stage2_epochs}, supervised "
-        f"{args.stage1_epochs + args.stage2_epochs} (same images through the encoders). "
+        f"the {len(reports)} runs side by side, one thread each, so throughput is per process on a shared machine. "
+        f"Stage 1 {args.stage1_epochs} epoch(s), Stage 2 {args.stage2_epochs}, fine-tuning {finetune} (where used), "
+        f"supervised {args.stage1_epochs + args.stage2_epochs + finetune} (the images the longest DICE-FER variant "
+        "puts through its encoders). "
         f"Settings: {' '.join(f'`{c}`' for c in common[3:])}. Produced by `benchmarks/fer2013_benchmark.py`."),
         "",
         f"| method | val accuracy | macro-F1 | train accuracy | wall time (s) | vs reference {REFERENCE:.1%} |",

@@ -66,6 +66,7 @@ class Stage1Config:
     positives: str = "batch"            # batch: every same-expression (image, code) combination in the batch; pair: sampled partners only
     variance_weight: float = 0.0        # anti-collapse hinge on each code dimension's spread (VICReg); 0 = off, as in the paper
     ce_weight: float = 0.0              # cross-entropy on the code through a linear head (not in the paper; 0 = off)
+    l1_standardise: bool = False        # L1 on batch-standardised codes, so shrinking the code cannot lower it (not in the paper)
     l1_after_mi: float | None = 0.0     # L1 enters once the MI estimate exceeds this (nats); none: from the first step, as in the paper
 
 

@@ -52,6 +52,10 @@ class Stage1:
     escape the constant-code collapse from random weights. Marginal samples: an image with the
     code of any other image in the batch.
 
+    l1_standardise measures L1 on codes standardised by the batch's spread of each dimension (not in
+    the paper): the raw L1 can be lowered by scaling every code down, which the scale-free critics
+    do not resist, so it shrinks the code instead of removing what differs within an expression.
+
     ce_weight > 0 adds cross-entropy through an auxiliary linear `head` on the code (not in the
     paper; Stage 3 still trains its own classifier on the frozen code): labels already define the
     pairs, and using them directly keeps the code from collapsing and sharpens it from step one.
@@ -66,13 +70,14 @@ class Stage1:
     l1_on: bool = False
     head: nn.Module | None = None
     ce_weight: float = 0.0
+    l1_standardise: bool = False
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         b = len(x_m)
         codes, feats = self.encoder(torch.cat([x_m, x_n]))  # one pass: BatchNorm sees both halves
         e_m, e_n = codes[:b], codes[b:]
         mi, mi_global, mi_local = self.mi(feats, codes, joint_mask(y, self.positives))
-        l1 = F.l1_loss(e_m, e_n)
+        l1 = consistency_l1(codes, b, self.l1_standardise)
         # Optional: hold L1 back until the critics have found a signal, so it cannot win alone.
         mi_estimate = float(self.mi.mu * mi_global + self.mi.nu * mi_local)
         self.l1_on = self.l1_on or self.l1_after_mi is None or mi_estimate > self.l1_after_mi
@@ -88,6 +93,13 @@ class Stage1:
             "loss": float(loss.detach()), "mi": mi_estimate, "mi_global": float(mi_global), "mi_local": float(mi_local),
             **code_diagnostics(e_m.detach(), e_n.detach()), "l1_active": float(self.l1_on), **extra,
         }
+
+
+def consistency_l1(codes: torch.Tensor, b: int, standardise: bool) -> torch.Tensor:
+    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]), on batch-standardised codes if asked."""
+    if standardise:
+        codes = (codes - codes.mean(0)) / (codes.std(0) + 1e-4)
+    return F.l1_loss(codes[:b], codes[b:])
 
 
 def joint_mask(y: torch.Tensor, positives: str) -> torch.Tensor:
