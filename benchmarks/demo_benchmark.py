@@ -36,17 +36,13 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     b, size, dim = cfg.batch_size, cfg.data.size, cfg.model.code_dim
 
-    def mi_term(code_dim, kind):
-        return MITerm(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
-                      cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, kind)
-
     enc_sup, clf = Encoder(dim), Classifier(dim)
     opt_sup = torch.optim.Adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
     enc_e = Encoder(dim)
-    s1 = Stage1(enc_e, mi_term(dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives)
+    s1 = Stage1(enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives)
     opt1 = torch.optim.Adam([*enc_e.parameters(), *s1.mi.parameters()], 1e-4)
     frozen = Encoder(dim).eval().requires_grad_(False)
-    s2 = Stage2(frozen, Encoder(dim), mi_term(2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
+    s2 = Stage2(frozen, Encoder(dim), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
     opt2 = torch.optim.Adam([*s2.identity.parameters(), *s2.mi.parameters()], 1e-4)
     opt_d = torch.optim.Adam(s2.disc.parameters(), 1e-4)
     gen = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .config import TrainConfig
 from .models.encoders import Encoder
 from .models.heads import Classifier, ShuffleDiscriminator
 from .models.mi import CodeCritic, GlobalCritic, LocalCritic, MIEstimator
@@ -32,6 +33,12 @@ class MITerm(nn.Module):
         self.global_est = MIEstimator(estimator, ema)
         self.local_est = MIEstimator(estimator, ema)
         self.mu, self.nu = mu, nu
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, code_dim: int, global_critic: str) -> MITerm:
+        """The MI term of a stage whose codes have `code_dim` dimensions, with the run's MI settings."""
+        return cls(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
+                   cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic)
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor, joint_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

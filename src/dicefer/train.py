@@ -148,8 +148,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     per_pair_batch = lambda b: 2 * len(b[0])  # both images of every pair pass the encoder
 
     def mi_term(code_dim: int, global_critic: str) -> MITerm:
-        return MITerm(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
-                      cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic).to(device)
+        return MITerm.from_config(cfg, code_dim, global_critic).to(device)
 
     # ---------------- Stage 1: expression encoder ----------------
     enc_e, mi1 = encoder(), mi_term(cfg.model.code_dim, cfg.stage1.global_critic)
