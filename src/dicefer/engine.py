@@ -176,7 +176,10 @@ class StageRunner:
 
             totals = train_one_epoch(step, batches, stage, epoch, images_per_batch, self.show_progress, totals=totals,
                                      autocast=self.autocast, after_step=after_step, length=len(loader))
-            self.log.write(stage, epoch, totals.means(self.proc))
+            means = totals.means(self.proc)
+            self.log.write(stage, epoch, means)
+            if self.show_progress and (every_epoch or epoch + 1 == epochs):
+                tqdm.write(epoch_summary(stage, epoch, epochs, means))
             if every_epoch or epoch + 1 == epochs:
                 next_order = loader.generator.get_state() if loader.generator is not None else None
                 self._checkpoint(stage, epoch + 1, None, next_order, loader, state)
@@ -210,6 +213,14 @@ class StageRunner:
         t = record["totals"]
         totals = EpochTotals(defaultdict(float, t["sums"]), t["batches"], t["images"], t["seconds"])
         return position["epoch"], position["step"], totals
+
+
+def epoch_summary(stage: str, epoch: int, epochs: int, means: dict[str, float]) -> str:
+    """One line that stays on screen when an epoch's bar is gone: its losses, MI and speed."""
+    shown = [k for k in ("loss", "accuracy", "mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair", "adv")
+             if k in means]
+    values = "  ".join(f"{k} {means[k]:.3g}" for k in shown)
+    return f"{stage} epoch {epoch + 1}/{epochs}: {values}  ({means['images_per_s']:.0f} images/s)"
 
 
 @torch.no_grad()
