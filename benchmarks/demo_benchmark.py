@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from dicefer.accelerator import Accelerator, adam
 from dicefer.config import build_config
 from dicefer.models.encoders import Encoder
 from dicefer.models.heads import Classifier, ShuffleDiscriminator
@@ -36,15 +37,16 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     b, size, dim = cfg.batch_size, cfg.data.size, cfg.model.code_dim
 
-    enc_sup, clf = Encoder(dim), Classifier(dim)
-    opt_sup = torch.optim.Adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
-    enc_e = Encoder(dim)
+    cpu = Accelerator(torch.device("cpu"))  # the encoders exactly as training builds them on the CPU
+    enc_sup, clf = cpu.module(Encoder(dim)), Classifier(dim)
+    opt_sup = adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
+    enc_e = cpu.module(Encoder(dim))
     s1 = Stage1(enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives)
-    opt1 = torch.optim.Adam([*enc_e.parameters(), *s1.mi.parameters()], 1e-4)
-    frozen = Encoder(dim).eval().requires_grad_(False)
-    s2 = Stage2(frozen, Encoder(dim), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
-    opt2 = torch.optim.Adam([*s2.identity.parameters(), *s2.mi.parameters()], 1e-4)
-    opt_d = torch.optim.Adam(s2.disc.parameters(), 1e-4)
+    opt1 = adam([*enc_e.parameters(), *s1.mi.parameters()], 1e-4)
+    frozen = cpu.module(Encoder(dim)).eval().requires_grad_(False)
+    s2 = Stage2(frozen, cpu.module(Encoder(dim)), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
+    opt2 = adam([*s2.identity.parameters(), *s2.mi.parameters()], 1e-4)
+    opt_d = adam(s2.disc.parameters(), 1e-4)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2 * b, 1, size, size)
     y = torch.randint(0, 7, (b,))

@@ -23,7 +23,7 @@ from torch.utils.data import (
 )
 
 from . import distributed
-from .accelerator import Accelerator
+from .accelerator import Accelerator, adam
 from .checkpoint import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -128,7 +128,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
-        opt = torch.optim.Adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.supervised.lr)
+        opt = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.supervised.lr)
         faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed, True)
         net_e, net_c = trained_encoder(enc_e), ddp(classifier)
 
@@ -158,7 +158,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     s1 = Stage1(trained_encoder(enc_e), ddp(mi1), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi,
                 cfg.stage1.variance_weight, head=ddp(head) if cfg.stage1.ce_weight else head, ce_weight=cfg.stage1.ce_weight,
                 l1_standardise=cfg.stage1.l1_standardise)
-    opt1 = torch.optim.Adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
+    opt1 = adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
 
     def step1(batch):
         enc_e.train(); mi1.train()
@@ -175,8 +175,8 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     enc_i, mi2 = encoder(), mi_term(2 * cfg.model.code_dim, "features")
     disc = ShuffleDiscriminator(cfg.model.code_dim).to(device)
     s2 = Stage2(enc_e, trained_encoder(enc_i), ddp(mi2), disc, cfg.stage2.zeta_adv)
-    opt2 = torch.optim.Adam([*enc_i.parameters(), *mi2.parameters()], lr=cfg.stage2.lr)
-    opt_d = distributed.averaged(torch.optim.Adam(disc.parameters(), lr=cfg.stage2.disc_lr), proc)
+    opt2 = adam([*enc_i.parameters(), *mi2.parameters()], lr=cfg.stage2.lr)
+    opt_d = distributed.averaged(adam(disc.parameters(), lr=cfg.stage2.disc_lr), proc)
     shuffles = torch.Generator().manual_seed(cfg.seed + 2)
 
     def step2(batch):
@@ -193,7 +193,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     # ---------------- Stage 3: classifier on the frozen expression code ----------------
     codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
     classifier.fit_standardisation(codes)
-    opt3 = torch.optim.Adam(classifier.parameters(), lr=cfg.stage3.lr)
+    opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
     code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,
                            cfg.seed + 3, False)
     net_c = ddp(classifier)
@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     # ---------------- optional: fine-tune E with the classifier (stage3.finetune_epochs; not in the paper) ----------------
     # Starts from the paper's result: the Stage 1 code and a classifier already fitted on it.
     enc_e.requires_grad_(True)
-    opt_f = torch.optim.Adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage3.finetune_lr)
+    opt_f = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage3.finetune_lr)
     faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed + 4, True)
     net_e = trained_encoder(enc_e)
 

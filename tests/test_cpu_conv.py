@@ -1,0 +1,52 @@
+"""The small-map convolution gives PyTorch's gradients, and only on the maps it is meant for."""
+import pytest
+import torch
+from torch import nn
+
+from dicefer.models.cpu_conv import SmallMapConv2d, _SmallMapConv, use_small_map_convs
+from dicefer.models.encoders import Encoder
+
+
+@pytest.mark.parametrize("size,stride", [(1, 1), (2, 1), (4, 2), (3, 1)])
+def test_gradients_match_pytorch_conv(size, stride):
+    torch.manual_seed(0)
+    ref = nn.Conv2d(8, 6, 3, stride=stride, padding=1, bias=False).double()
+    fast = use_small_map_convs(nn.Sequential(nn.Conv2d(8, 6, 3, stride=stride, padding=1, bias=False)))[0].double()
+    fast.weight.data.copy_(ref.weight.data)
+    assert isinstance(fast, SmallMapConv2d)
+    x = torch.randn(5, 8, size, size, dtype=torch.double, requires_grad=True)
+    w = ref.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: _SmallMapConv.apply(a, b, (stride, stride), (1, 1)), (x, w))
+    grad_out = torch.randn_like(ref(x))
+    gx_ref, gw_ref = torch.autograd.grad(ref(x), (x, ref.weight), grad_out)
+    gx, gw = torch.autograd.grad(fast(x), (x, fast.weight), grad_out)
+    assert torch.allclose(gx, gx_ref) and torch.allclose(gw, gw_ref)
+
+
+def test_encoder_swaps_every_conv_and_keeps_its_state_dict():
+    torch.manual_seed(0)
+    plain = Encoder(16, 1)
+    fast = use_small_map_convs(Encoder(16, 1))
+    fast.load_state_dict(plain.state_dict())
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert sum(isinstance(m, SmallMapConv2d) for m in fast.modules()) == 20  # every conv of ResNet-18
+    x = torch.randn(4, 1, 32, 32)
+    for net in (plain, fast):
+        net.train()
+        code, local = net(x)
+        (code.square().mean() + local.mean()).backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5), name
+
+
+def test_large_maps_and_no_grad_take_pytorchs_own_path(monkeypatch):
+    calls = []
+    from dicefer.models import cpu_conv
+    monkeypatch.setattr(cpu_conv._SmallMapConv, "apply", lambda *a: calls.append(a) or nn.functional.conv2d(a[0], a[1], None, a[2], a[3]))
+    conv = use_small_map_convs(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False)))[0]
+    conv(torch.randn(1, 2, 8, 8))          # 64 output positions: PyTorch's conv
+    with torch.no_grad():
+        conv(torch.randn(1, 2, 2, 2))      # no gradient wanted: PyTorch's conv
+    assert calls == []
+    conv(torch.randn(1, 2, 4, 4))          # 16 positions, training: the matmul path
+    assert len(calls) == 1
