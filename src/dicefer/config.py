@@ -85,6 +85,7 @@ class Stage3Config:
     batch_size: int = 256
     finetune_epochs: int = 0            # then train E and the classifier together on images (not in the paper; 0 = off)
     finetune_lr: float = 1e-4
+    finetune_delta: float = 0.0         # keep Stage 1's pair L1 (with stage1.l1_standardise) at this weight while fine-tuning
 
 
 @dataclass

@@ -175,6 +175,22 @@ def adversary_log_likelihood(joint_logits: torch.Tensor, shuffled_logits: torch.
     return F.logsigmoid(joint_logits).mean() + F.logsigmoid(-shuffled_logits).mean()
 
 
+def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor,
+                  delta: float, standardise: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """Fine-tuning E with the classifier on same-expression pairs (not in the paper): cross-entropy,
+    plus delta x the Stage 1 L1 between pair codes, which holds identity out of E while the
+    cross-entropy on confounded training identities would pull it back in."""
+    b = len(y)
+    codes = encoder(torch.cat([x_m, x_n]))[0]
+    logits = classifier(codes)
+    labels = torch.cat([y, y])
+    ce = F.cross_entropy(logits, labels)
+    l1 = consistency_l1(codes, b, standardise)
+    loss = ce + delta * l1 if delta else ce
+    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "l1": float(l1.detach()),
+                  "accuracy": float((logits.argmax(1) == labels).float().mean())}
+
+
 def supervised_step(encoder: Encoder, classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """The plain baseline: the same ResNet-18 and classifier trained end to end with cross-entropy."""
     logits = classifier(encoder(x)[0])

@@ -43,7 +43,7 @@ from .errors import RunError
 from .evaluate import evaluate_run
 from .models.encoders import Encoder
 from .models.heads import Classifier, ShuffleDiscriminator
-from .stages import MITerm, Stage1, Stage2, supervised_step
+from .stages import MITerm, Stage1, Stage2, finetune_step, supervised_step
 
 
 def seed_everything(seed: int) -> None:
@@ -215,15 +215,14 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     # Starts from the paper's result: the Stage 1 code and a classifier already fitted on it.
     enc_e.requires_grad_(True)
     opt_f = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage3.finetune_lr)
-    faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed + 4, True)
     net_e = trained_encoder(enc_e)
 
-    def finetune_step(batch):
+    def step_f(batch):
         enc_e.train(); classifier.train()
-        x, y = accel.move(batch)
-        loss, logs = supervised_step(net_e, net_c, x, y)
+        x_m, x_n, y = accel.move(batch)
+        loss, logs = finetune_step(net_e, net_c, x_m, x_n, y, cfg.stage3.finetune_delta, cfg.stage1.l1_standardise)
         return [(loss, opt_f)], logs
 
-    runner.run("finetune", cfg.stage3.finetune_epochs, finetune_step, faces, lambda b: len(b[0]),
+    runner.run("finetune", cfg.stage3.finetune_epochs, step_f, pairs, per_pair_batch,
                {"expression": enc_e, "identity": enc_i, "classifier": classifier, "finetune.opt": opt_f})
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "finetune")
