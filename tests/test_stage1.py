@@ -44,5 +44,5 @@ def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
         return finetune_step(encoder, classifier, x_m, x_n, y, 2.0, True)
 
     loss, logs = tuned(0.0)
-    assert float(loss) == pytest.approx(logs["ce"] + 2.0 * logs["l1"], rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["l1"], rel=1e-5)
     assert tuned(10.0)[1]["l1"] < 0.5 * logs["l1"]  # with the L1 term, pair codes end more alike
