@@ -83,7 +83,7 @@ class Stage3Config:
     epochs: int = 50
     lr: float = 1e-3
     batch_size: int = 256
-    finetune_epochs: int = 0            # then train E and the classifier together on images (not in the paper; 0 = off)
+    finetune_epochs: int = 0            # then train E and the classifier together on the pairs (not in the paper; 0 = off)
     finetune_lr: float = 1e-4
     finetune_delta: float = 0.0         # keep Stage 1's pair L1 (with stage1.l1_standardise) at this weight while fine-tuning
 

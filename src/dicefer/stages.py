@@ -186,7 +186,7 @@ def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x
     labels = torch.cat([y, y])
     ce = F.cross_entropy(logits, labels)
     l1 = consistency_l1(codes, b, standardise)
-    loss = ce + delta * l1 if delta else ce
+    loss = ce + delta * l1
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "l1": float(l1.detach()),
                   "accuracy": float((logits.argmax(1) == labels).float().mean())}
 

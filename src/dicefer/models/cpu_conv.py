@@ -3,7 +3,8 @@
 At the sizes CPU presets use (32-64 px), ResNet-18's layer3 and layer4 run on maps of 1x1 to 4x4.
 There oneDNN's weight-gradient kernel is 3-10x slower than unfolding the input and multiplying
 (measured on a 2-core AMD EPYC: 31 ms against 3.5 ms for a 512->512 3x3 conv on 32 maps of 1x1),
-and a whole encoder step runs 1.4-2x faster with this path (benchmarks/cpu_conv_benchmark.py).
+and a whole encoder step with fused Adam ran 1.5x faster at 32 px and 1.3x at 48 px
+(benchmarks/cpu_conv_benchmark.py).
 Larger maps keep PyTorch's own convolution, where the matmul is no faster. The forward pass and
 the input gradient are PyTorch's; only the weight gradient is computed differently, to float
 rounding. Checkpoints are unchanged: the module keeps `weight` under the same name.
