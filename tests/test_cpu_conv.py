@@ -1,8 +1,15 @@
-"""The small-map convolution gives PyTorch's gradients, and only on the maps it is meant for."""
+"""The small-map convolution gives PyTorch's gradients, only on the maps it is meant for, and only
+where this machine measured it faster; the measurement is stored and leaves training's randomness alone."""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
+from dicefer.models import cpu_conv
 from dicefer.models.cpu_conv import SmallMapConv2d, _SmallMapConv, use_small_map_convs
 from dicefer.models.encoders import Encoder
 
@@ -23,7 +30,20 @@ def test_gradients_match_pytorch_conv(size, stride):
     assert torch.allclose(gx, gx_ref) and torch.allclose(gw, gw_ref)
 
 
-def test_encoder_swaps_every_conv_and_keeps_its_state_dict():
+@pytest.fixture
+def fresh_store(tmp_path, monkeypatch):
+    """An empty store of choices, in memory and on disk."""
+    monkeypatch.setenv("DICEFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_conv, "_choices", {})
+    return tmp_path
+
+
+@pytest.fixture
+def matmul_everywhere(monkeypatch):
+    monkeypatch.setattr(cpu_conv, "matmul_is_faster", lambda *a: True)
+
+
+def test_encoder_swaps_every_conv_and_keeps_its_state_dict(matmul_everywhere):
     torch.manual_seed(0)
     plain = Encoder(16, 1)
     fast = use_small_map_convs(Encoder(16, 1))
@@ -39,9 +59,8 @@ def test_encoder_swaps_every_conv_and_keeps_its_state_dict():
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5), name
 
 
-def test_large_maps_and_no_grad_take_pytorchs_own_path(monkeypatch):
+def test_large_maps_and_no_grad_take_pytorchs_own_path(monkeypatch, matmul_everywhere):
     calls = []
-    from dicefer.models import cpu_conv
     monkeypatch.setattr(cpu_conv._SmallMapConv, "apply", lambda *a: calls.append(a) or nn.functional.conv2d(a[0], a[1], None, a[2], a[3]))
     conv = use_small_map_convs(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False)))[0]
     conv(torch.randn(1, 2, 8, 8))          # 64 output positions: PyTorch's conv
@@ -50,3 +69,36 @@ def test_large_maps_and_no_grad_take_pytorchs_own_path(monkeypatch):
     assert calls == []
     conv(torch.randn(1, 2, 4, 4))          # 16 positions, training: the matmul path
     assert len(calls) == 1
+
+
+def test_a_slower_matmul_is_not_used(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_conv, "matmul_is_faster", lambda *a: False)
+    monkeypatch.setattr(cpu_conv._SmallMapConv, "apply", lambda *a: calls.append(a))
+    conv = use_small_map_convs(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False)))[0]
+    conv(torch.randn(1, 2, 2, 2))
+    assert calls == []
+
+
+def test_choice_is_measured_once_stored_and_leaves_the_random_stream_alone(fresh_store, monkeypatch):
+    measured = []
+    real = cpu_conv._measure
+    monkeypatch.setattr(cpu_conv, "_measure", lambda *a: measured.append(a) or real(*a, rounds=1))
+    conv = use_small_map_convs(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False)))[0]
+    x = torch.randn(4, 8, 2, 2)
+    torch.manual_seed(1)
+    conv(x).sum().backward()
+    after_first = torch.rand(3)
+    torch.manual_seed(1)
+    conv(x).sum().backward()
+    assert torch.equal(torch.rand(3), after_first)  # measuring drew nothing from the global generator
+    assert len(measured) == 1
+    [store] = fresh_store.glob("conv_paths-*.json")
+    [(key, choice)] = json.loads(store.read_text()).items()
+    assert key.startswith("(4, 8, 2, 2)|(8, 8, 3, 3)") and isinstance(choice, bool)
+    # another process on this machine reads the stored choice instead of measuring again
+    code = ("from dicefer.models import cpu_conv; cpu_conv._measure = None; "
+            "print(cpu_conv.matmul_is_faster((4, 8, 2, 2), (8, 8, 3, 3), (1, 1), (1, 1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "DICEFER_CACHE": str(fresh_store)}).stdout
+    assert out.strip() == str(choice)

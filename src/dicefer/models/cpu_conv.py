@@ -1,21 +1,38 @@
 """Faster CPU training on small inputs: convolution weight gradients on small maps as one matmul.
 
 At the sizes CPU presets use (32-64 px), ResNet-18's layer3 and layer4 run on maps of 1x1 to 4x4.
-There oneDNN's weight-gradient kernel is 3-10x slower than unfolding the input and multiplying
-(measured on a 2-core AMD EPYC: 31 ms against 3.5 ms for a 512->512 3x3 conv on 32 maps of 1x1),
-and a whole encoder step with fused Adam ran 1.5x faster at 32 px and 1.3x at 48 px
-(benchmarks/cpu_conv_benchmark.py).
-Larger maps keep PyTorch's own convolution, where the matmul is no faster. The forward pass and
-the input gradient are PyTorch's; only the weight gradient is computed differently, to float
-rounding. Checkpoints are unchanged: the module keeps `weight` under the same name.
+Whether oneDNN's weight-gradient kernel or unfolding the input and multiplying is faster there
+depends on the CPU: on a 2-core AMD EPYC the matmul was 3-10x faster (31 ms against 3.5 ms for a
+512->512 3x3 conv on 32 maps of 1x1) and a whole encoder step 1.5x faster at 32 px, while on a
+2-core Intel Xeon with AMX oneDNN won (benchmarks/cpu_conv_benchmark.py). So each convolution
+times both on random tensors of its own shapes, once per machine, and keeps the faster, like
+cuDNN's benchmark mode; the choice is stored on disk so that every later run on the machine
+(a resumed one included) computes the same gradients bit for bit.
+Larger maps keep PyTorch's own convolution. The forward pass and the input gradient are
+PyTorch's; only the weight gradient is computed differently, to float rounding. Checkpoints are
+unchanged: the module keeps `weight` under the same name.
 """
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SMALL_MAP = 16  # output positions (h * w) at or below which the matmul path is used
+SMALL_MAP = 16  # output positions (h * w) at or below which the matmul path is a candidate
+_choices: dict[str, bool] = {}  # shape key -> the matmul is faster on this machine
+
+
+def _matmul_weight_grad(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, stride, padding) -> torch.Tensor:
+    cols = F.unfold(x, weight.shape[2:], padding=padding, stride=stride)  # N, Cin*k*k, L
+    return torch.einsum("ncl,nkl->ck", grad_out.flatten(2), cols).view_as(weight)
 
 
 class _SmallMapConv(torch.autograd.Function):
@@ -32,18 +49,84 @@ class _SmallMapConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad_out, ctx.stride, ctx.padding)
         if ctx.needs_input_grad[1]:
-            cols = F.unfold(x, weight.shape[2:], padding=ctx.padding, stride=ctx.stride)  # N, Cin*k*k, L
-            grad_w = torch.einsum("ncl,nkl->ck", grad_out.flatten(2), cols).view_as(weight)
+            grad_w = _matmul_weight_grad(x, weight, grad_out, ctx.stride, ctx.padding)
         return grad_x, grad_w, None, None
 
 
+def machine_signature() -> str:
+    """What the choice depends on: the CPU model, the thread count and the PyTorch build."""
+    model = platform.processor()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}|{torch.get_num_threads()} threads|torch {torch.__version__}"
+
+
+def _store() -> Path:
+    digest = hashlib.sha1(machine_signature().encode()).hexdigest()[:12]
+    root = Path(os.environ.get("DICEFER_CACHE") or Path.home() / ".cache" / "dicefer")
+    return root / f"conv_paths-{digest}.json"
+
+
+def _measure(x_shape, w_shape, stride, padding, dtype: torch.dtype, rounds: int = 5) -> bool:
+    """Time PyTorch's convolution backward (input and weight gradients in one call) against the
+    input gradient plus the matmul, on random tensors from a generator of their own (training's
+    random stream is untouched); True when the matmul's median is lower."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(x_shape, generator=gen, dtype=dtype), torch.randn(w_shape, generator=gen, dtype=dtype)
+    g = torch.randn(F.conv2d(x, w, None, stride, padding).shape, generator=gen, dtype=dtype)
+    paths = {False: lambda: torch.ops.aten.convolution_backward(g, x, w, None, stride, padding, (1, 1), False,
+                                                                 (0, 0), 1, [True, True, False]),
+             True: lambda: (torch.nn.grad.conv2d_input(x.shape, w, g, stride, padding),
+                            _matmul_weight_grad(x, w, g, stride, padding))}
+    times = {k: [] for k in paths}
+    for i in range(rounds + 1):
+        for k, run in paths.items():
+            start = time.perf_counter()
+            run()
+            if i:  # the first round warms up
+                times[k].append(time.perf_counter() - start)
+    return statistics.median(times[True]) < statistics.median(times[False])
+
+
+def matmul_is_faster(x_shape, w_shape, stride, padding, dtype: torch.dtype = torch.float32) -> bool:
+    """The stored choice for these shapes, measured and stored on first use on this machine."""
+    key = f"{tuple(x_shape)}|{tuple(w_shape)}|{tuple(stride)}|{tuple(padding)}|{dtype}"
+    if key not in _choices:
+        path = _store()
+        try:
+            _choices.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+        if key not in _choices:
+            _choices[key] = _measure(x_shape, w_shape, stride, padding, dtype)
+            _save(path)
+    return _choices[key]
+
+
+def _save(path: Path) -> None:
+    """Write atomically, so processes started together (torchrun) never read half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_choices, indent=0, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: choices are measured again by the next process
+
+
 class SmallMapConv2d(nn.Conv2d):
-    """nn.Conv2d (no bias, no groups, no dilation) whose weight gradient on small maps is a matmul."""
+    """nn.Conv2d (no bias, no groups, no dilation) whose weight gradient on small maps is a matmul
+    where that is faster on this machine."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = (x.shape[-2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         w = (x.shape[-1] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-        if h * w > SMALL_MAP or not (torch.is_grad_enabled() and self.weight.requires_grad):
+        if (h * w > SMALL_MAP or not (torch.is_grad_enabled() and self.weight.requires_grad)
+                or torch.is_autocast_enabled(x.device.type)
+                or not matmul_is_faster(x.shape, self.weight.shape, self.stride, self.padding, x.dtype)):
             return super().forward(x)
         return _SmallMapConv.apply(x, self.weight, self.stride, self.padding)
 
