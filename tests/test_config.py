@@ -1,5 +1,7 @@
 import pytest
+import torch
 
+from dicefer.accelerator import Accelerator
 from dicefer.config import PRESETS, build_config, from_dict, to_dict
 from dicefer.errors import ConfigError
 
@@ -23,6 +25,7 @@ def test_paper_defaults():
     (["stage1.epochs=abc"], "stage1.epochs: expected int"),
     (["stage1.epochs=2.5"], "expected an integer"),
     (["mi.estimator=mine"], "mi.estimator='mine' is not one of"),
+    (["precision=fp16"], "precision='fp16' is not one of: auto, fp32, bf16"),
     (["epochs"], "not of the form key=value"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
@@ -40,3 +43,15 @@ def test_unknown_preset_and_missing_file(tmp_path):
 def test_round_trip():
     cfg = build_config("demo", None, ["seed=5"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("device, precision, bf16", [
+    ("cpu", "auto", False), ("cpu", "bf16", True), ("cpu", "fp32", False), ("cuda", "auto", True), ("cuda", "fp32", False),
+])
+def test_precision_decides_autocast(device, precision, bf16):
+    accel = Accelerator(torch.device(device), precision=precision)
+    assert accel.bf16 == bf16
+    if device == "cpu":
+        with accel.autocast():
+            assert torch.is_autocast_enabled("cpu") == bf16
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if bf16 else torch.float32)

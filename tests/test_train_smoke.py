@@ -1,6 +1,7 @@
 """End to end: smoke runs of both methods write a valid report, Stage 1 does not collapse,
 the same seed gives the same metrics, and user errors are one-line messages."""
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,13 @@ def test_finetune_changes_only_the_expression_encoder_and_classifier(tmp_path):
     # The baseline's default budget counts the fine-tuning epochs: the same images through an encoder.
     cfg = build_config("smoke", None, ["stage3.finetune_epochs=3"])
     assert cfg.supervised_epochs() == cfg.stage1.epochs + cfg.stage2.epochs + 3
+
+
+def test_cpu_bf16_run_trains_and_records_its_precision(tmp_path):
+    from conftest import TINY
+
+    assert train(tmp_path / "bf16", *TINY, "--precision", "bf16") == 0
+    assert "precision: bf16" in (tmp_path / "bf16" / "config.yaml").read_text()
+    stage1 = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[0])
+    assert stage1["stage"] == "stage1" and stage1["code_std"] > 0 and stage1["l1_pair"] > 0
+    assert all(math.isfinite(v) for v in stage1.values() if isinstance(v, float))

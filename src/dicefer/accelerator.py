@@ -1,8 +1,10 @@
 """Using a GPU well: bf16 autocast, channels_last, pinned memory, loader workers, torch.compile.
 
-On the CPU every one of these is off (fp32, default layout, no workers) and a run resumes bit for
-bit; there the one change is that convolutions on small maps compute their weight gradient as a
-matmul, which oneDNN does several times slower (models/cpu_conv.py).
+On the CPU every one of these is off by default (fp32, default layout, no workers) and a run
+resumes bit for bit; there convolutions on small maps may compute their weight gradient as a
+matmul, where this machine measured that faster (models/cpu_conv.py). bf16 autocast on the CPU
+is opt-in (`precision=bf16`): it halved a 112 px step on an Intel Xeon with AMX, gained little
+at 32-48 px, and was 30x slower on an AMD EPYC without AVX-512 BF16.
 """
 from __future__ import annotations
 
@@ -22,14 +24,19 @@ from .models.cpu_conv import use_small_map_convs
 class Accelerator:
     device: torch.device
     compile: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and self.cuda)
+
     def autocast(self) -> AbstractContextManager:
-        """bf16 autocast on CUDA (no loss scaling needed), nothing on CPU."""
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+        """bf16 autocast (no loss scaling needed) on CUDA, and on the CPU when asked; else fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def module(self, module: nn.Module) -> nn.Module:
         """Move to the device; on CUDA convolutions run faster in channels_last, on the CPU with

@@ -99,8 +99,10 @@ class TrainConfig:
     method: str = "dicefer"             # dicefer | supervised
     seed: int = 0
     batch_size: int = 32                # pairs per step (64 images); the supervised baseline takes 2x images
+    lr_schedule: str = "constant"       # constant (the paper) | cosine: every stage's learning rates decay to 0 over its epochs
     device: str = "auto"                # auto | cpu | cuda (bf16 autocast, channels_last, loader workers)
     compile: bool = False               # torch.compile the encoders (CUDA; the first steps pay for compiling)
+    precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on the CPU | fp32 | bf16 (CPU: pays on AMX CPUs at 112 px)
     threads: int = 0                    # torch CPU threads; 0 = leave PyTorch's default
     checkpoint_steps: int = 0           # also checkpoint every N steps of an epoch; 0 = after every epoch only
     data: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +234,8 @@ def validate(cfg: TrainConfig) -> None:
         "stage1.positives": (cfg.stage1.positives, ("batch", "pair")),
         "stage1.global_critic": (cfg.stage1.global_critic, ("code", "features")),
         "device": (cfg.device, ("auto", "cpu", "cuda")),
+        "precision": (cfg.precision, ("auto", "fp32", "bf16")),
+        "lr_schedule": (cfg.lr_schedule, ("constant", "cosine")),
     }
     for name, (value, valid) in choices.items():
         if value not in valid:
