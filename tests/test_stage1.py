@@ -37,7 +37,7 @@ def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
         encoder = lambda x: (x @ weight, None)
         opt = torch.optim.SGD([weight], lr=0.05)
         for _ in range(100):
-            loss, logs = finetune_step(encoder, classifier, x_m, x_n, y, delta, True)
+            loss, _ = finetune_step(encoder, classifier, x_m, x_n, y, delta, True)
             opt.zero_grad()
             loss.backward()
             opt.step()

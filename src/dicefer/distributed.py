@@ -104,6 +104,7 @@ class AveragedGradients:
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
+        self.param_groups = optimizer.param_groups  # the same list: learning-rate schedules reach the optimiser
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

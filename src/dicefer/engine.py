@@ -60,19 +60,23 @@ class EpochTotals:
 def train_one_epoch(step: Step, batches: Iterable, stage: str, epoch: int, images_per_batch: Callable[[tuple], int],
                     show_progress: bool = True, *, totals: EpochTotals | None = None,
                     autocast: Callable[[], AbstractContextManager] = nullcontext,
-                    after_step: Callable[[EpochTotals], None] | None = None, length: int | None = None) -> EpochTotals:
+                    after_step: Callable[[EpochTotals], None] | None = None, length: int | None = None,
+                    before_step: Callable[[EpochTotals], None] | None = None) -> EpochTotals:
     """Run `step` on every batch; it returns [(loss, optimizer), ...] and floats to log.
 
     Each loss is back-propagated after zeroing its own optimiser's gradients (so Stage 2's
     discriminator loss overwrites what the encoder's loss left in the discriminator), then all
-    optimisers step. `totals` continues an epoch resumed half-way; `after_step` sees the totals
-    after every step (checkpoints, stop requests). A non-finite term stops before any update.
+    optimisers step. `totals` continues an epoch resumed half-way; `before_step` sees the totals
+    before every step (learning-rate schedules), `after_step` after it (checkpoints, stop requests).
+    A non-finite term stops before any update.
     """
     totals = totals or EpochTotals()
     bar = tqdm(batches, desc=f"{stage} epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True,
                total=length, initial=totals.batches)
     last = time.perf_counter()
     for batch in bar:
+        if before_step:
+            before_step(totals)
         with autocast():
             losses, logs = step(batch)
         bad = [f"'{term}' is {value}" for term, value in logs.items() if not math.isfinite(value)]
@@ -138,8 +142,10 @@ class StageRunner:
 
     def __init__(self, proc: distributed.Process, log: MetricsLog, save: Callable[[dict], None], *,
                  every_steps: int = 0, stop: StopRequest | None = None, resume: dict | None = None,
-                 autocast: Callable[[], AbstractContextManager] = nullcontext, show_progress: bool = True) -> None:
+                 autocast: Callable[[], AbstractContextManager] = nullcontext, show_progress: bool = True,
+                 lr_schedule: str = "constant") -> None:
         self.proc, self.log, self.save = proc, log, save
+        self.lr_schedule = lr_schedule
         self.every_steps, self.stop, self.resume = every_steps, stop or StopRequest(), resume
         self.autocast, self.show_progress = autocast, show_progress
         self.completed: list[str] = list(resume["completed"]) if resume else []
@@ -174,8 +180,14 @@ class StageRunner:
                 if signum:
                     raise Interrupted(signum, f"{stage}, epoch {epoch}, step {totals.batches}")
 
+            def before_step(totals: EpochTotals, epoch: int = epoch) -> None:
+                if self.lr_schedule == "cosine":
+                    optimisers = [obj for obj in state.values() if hasattr(obj, "param_groups")]
+                    cosine_lr(optimisers, epoch * len(loader) + totals.batches, epochs * len(loader))
+
             totals = train_one_epoch(step, batches, stage, epoch, images_per_batch, self.show_progress, totals=totals,
-                                     autocast=self.autocast, after_step=after_step, length=len(loader))
+                                     autocast=self.autocast, after_step=after_step, length=len(loader),
+                                     before_step=before_step)
             means = totals.means(self.proc)
             self.log.write(stage, epoch, means)
             if self.show_progress and (every_epoch or epoch + 1 == epochs):
@@ -213,6 +225,15 @@ class StageRunner:
         t = record["totals"]
         totals = EpochTotals(defaultdict(float, t["sums"]), t["batches"], t["images"], t["seconds"])
         return position["epoch"], position["step"], totals
+
+
+def cosine_lr(optimisers: Iterable, done: int, total: int) -> None:
+    """Set every learning rate to its initial value times (1 + cos(pi * done / total)) / 2. The
+    initial value is kept in the optimiser's param groups, so a resumed run continues the curve."""
+    for opt in optimisers:
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * 0.5 * (1 + math.cos(math.pi * done / total))
 
 
 def epoch_summary(stage: str, epoch: int, epochs: int, means: dict[str, float]) -> str:

@@ -85,11 +85,12 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    accel = Accelerator(proc.device, cfg.compile)
+    accel = Accelerator(proc.device, cfg.compile, cfg.precision)
     device = proc.device
     log = MetricsLog(out / "metrics.jsonl", enabled=proc.is_main, keep=record["log_lines"] if record else 0)
     runner = StageRunner(proc, log, lambda r: save_checkpoint(out / CHECKPOINT_FILE, {"config": to_dict(cfg), **r}),
                          every_steps=cfg.checkpoint_steps, stop=stop, resume=record, autocast=accel.autocast,
+                         lr_schedule=cfg.lr_schedule,
                          show_progress=show_progress and proc.is_main)
 
     def ddp(module: torch.nn.Module) -> torch.nn.Module:
