@@ -1,10 +1,12 @@
 """`dicefer predict` and ExpressionRecognizer: inputs of every kind, records, annotation, user
 errors, and preprocessing that is exactly what the encoder saw in training."""
 import csv
+import itertools
 import json
 import re
 import runpy
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -159,6 +161,28 @@ def test_api_accepts_paths_pil_images_and_arrays(tiny_run, tmp_path):
     face = results[0][0]
     assert face.label in CLASSES and face.probabilities[face.label] == max(face.probabilities.values())
     assert rec.predict(np.full((64, 64), 128, np.uint8)) == []
+
+
+def test_predict_many_detects_in_parallel_as_one_by_one(tiny_run):
+    """Photos searched by the thread pool give the faces that searching them one at a time gives,
+    and every searching thread has its own cascade (a cascade keeps per-image state)."""
+    rec = ExpressionRecognizer.from_run(tiny_run)
+    photos = [np.dstack([face_photo(i, e)] * 3) for i in (0, 1, 4, 6) for e in range(3)]
+    together = rec.predict_many(photos)
+    assert rec._pool is not None
+    one_by_one = [rec.predict(p) for p in photos]
+    assert [[f.box for f in faces] for faces in together] == [[f.box for f in faces] for faces in one_by_one]
+    pairs = zip(itertools.chain(*together), itertools.chain(*one_by_one), strict=True)
+    for a, b in pairs:  # a batch of all faces against batches of one: float rounding only
+        assert list(a.probabilities.values()) == pytest.approx(list(b.probabilities.values()), abs=1e-5)
+    assert sum(bool(faces) for faces in together) >= 9  # identities 0, 4 and 6 are always found
+    cascades = []
+    threads = [threading.Thread(target=lambda: cascades.append(rec.detector._cascade())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cascades) == 2 and cascades[0] is not cascades[1]
 
 
 def test_embed_gives_expression_and_identity_codes(tiny_run):

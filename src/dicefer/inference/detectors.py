@@ -5,6 +5,7 @@ do: Haar and YuNet boxes are tight around brows, eyes and mouth, a whole-image "
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ DETECTORS = ("haar", "none", "yunet")
 
 class Detector(Protocol):
     margin: float  # grow each box by this fraction of its side, on every side
+    thread_safe: bool  # may be called from several threads at once (predict_many then detects in parallel)
 
     def __call__(self, image: np.ndarray) -> list[Box]:
         """uint8 (H, W) or RGB (H, W, 3) -> boxes, left to right."""
@@ -28,6 +30,7 @@ class WholeImage:
     """For inputs that are face crops already (RAF-DB aligned, FER2013): the face is the image."""
 
     margin = 0.0
+    thread_safe = True
 
     def __call__(self, image: np.ndarray) -> list[Box]:
         return [(0, 0, image.shape[1], image.shape[0])]
@@ -38,14 +41,16 @@ class HaarDetector:
 
     The alt2 cascade finds about as many faces as the default one in half its time. Large photos
     are searched at `max_side` pixels: faces there are big, and the cost grows with the area.
+    A cascade keeps per-image state while it searches, so each thread gets its own.
     """
+
+    thread_safe = True
 
     def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 48, max_side: int = 1024, margin: float = 0.2) -> None:
-        path = Path(cv2.data.haarcascades) / cascade
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise UserError(f"OpenCV's Haar cascade {path} is missing; install opencv-python-headless>=4.8,<5")
+        self.path = Path(cv2.data.haarcascades) / cascade
+        self._local = threading.local()
+        self._cascade()  # fail here, not on the first image, when the file is missing
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.max_side, self.margin = min_size, max_side, margin
 
@@ -55,14 +60,24 @@ class HaarDetector:
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         smallest = max(24, round(self.min_size * scale))  # 24: the cascade's own window
-        found = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+        found = self._cascade().detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                               minSize=(smallest, smallest))
         return sorted(tuple(round(float(v) / scale) for v in box) for box in found)
+
+    def _cascade(self) -> cv2.CascadeClassifier:
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = cv2.CascadeClassifier(str(self.path))
+            if cascade.empty():
+                raise UserError(f"OpenCV's Haar cascade {self.path} is missing; install opencv-python-headless>=4.8,<5")
+        return cascade
 
 
 class YuNetDetector:
     """OpenCV's FaceDetectorYN (a small CNN) with a model file the user provides
-    (face_detection_yunet_*.onnx from the OpenCV model zoo)."""
+    (face_detection_yunet_*.onnx from the OpenCV model zoo). One network, resized per image: one thread."""
+
+    thread_safe = False
 
     def __init__(self, model: Path, score_threshold: float = 0.6, margin: float = 0.15) -> None:
         if not Path(model).is_file():
