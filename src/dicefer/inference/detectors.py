@@ -60,8 +60,8 @@ class HaarDetector:
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         smallest = max(24, round(self.min_size * scale))  # 24: the cascade's own window
-        found = self._cascade().detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(smallest, smallest))
+        found = self._cascade().detectMultiScale(gray, scaleFactor=self.scale_factor,
+                                                 minNeighbors=self.min_neighbors, minSize=(smallest, smallest))
         return sorted(tuple(round(float(v) / scale) for v in box) for box in found)
 
     def _cascade(self) -> cv2.CascadeClassifier:
