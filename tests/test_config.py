@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dicefer.accelerator import Accelerator
+from dicefer.cli import parse_args
 from dicefer.config import PRESETS, build_config, from_dict, to_dict
 from dicefer.errors import ConfigError
 
@@ -55,3 +56,13 @@ def test_precision_decides_autocast(device, precision, bf16):
         with accel.autocast():
             assert torch.is_autocast_enabled("cpu") == bf16
             assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if bf16 else torch.float32)
+
+
+def test_overrides_may_follow_other_options_on_the_command_line(capsys):
+    args = parse_args(["train", "a.b=1", "--set", "c=2", "--method", "supervised", "supervised.epochs=40", "d=3"])
+    assert args.method == "supervised" and args.overrides == ["c=2"]
+    assert args.overrides_positional == ["a.b=1", "supervised.epochs=40", "d=3"]
+    for argv in (["train", "--method", "supervised", "--bogus"], ["evaluate", "--run", "r", "stage1.epochs=2"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert "unrecognized arguments" in capsys.readouterr().err

@@ -237,8 +237,20 @@ def print_summary(report: dict, run: Path) -> None:
     print(f"report: {run / 'report' / 'report.md'}")
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """argparse takes positional KEY=VALUE overrides only before the first option that follows
+    them; `train --set a=1 --method supervised b=2` must work too, so later ones are collected here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides_positional = [*args.overrides_positional, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dicefer: %(message)s")
     try:
         commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
