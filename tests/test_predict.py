@@ -8,6 +8,7 @@ import runpy
 import struct
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from dicefer.data.base import CLASSES, FaceSet
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.torch_datasets import Faces, resize_all
 from dicefer.data.transforms import Preprocess
+from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.images import load_image
 from dicefer.inference.preprocess import InputSpec, square_crop
 
@@ -183,6 +185,22 @@ def test_predict_many_detects_in_parallel_as_one_by_one(tiny_run):
     for t in threads:
         t.join()
     assert len(cascades) == 2 and cascades[0] is not cascades[1]
+
+
+def test_haar_search_split_by_face_size_finds_the_same_faces():
+    """One photo's search split in two ranges of face size (run at once, merged afterwards) gives
+    exactly the boxes of one search: photos with no face, one, and two of different sizes."""
+    detector, pool = HaarDetector(), ThreadPoolExecutor(2)
+    two = np.full((240, 400), 128, np.uint8)
+    two[20:92, 20:92] = render_face(SyntheticSpec(size=72), 0, 3)
+    two[60:220, 200:360] = render_face(SyntheticSpec(size=160), 4, 1)
+    photos = [two, np.full((200, 300), 90, np.uint8), *(np.dstack([face_photo(i, e)] * 3) for i in (0, 4, 6) for e in (0, 5))]
+    split = [detector(p, pool=pool) for p in photos]
+    assert split == [detector(p) for p in photos]
+    assert len(split[0]) == 2 and split[1] == [] and all(len(found) == 1 for found in split[2:])
+    sizes = sorted(box[2] for box in split[0])
+    assert sizes[0] <= detector._split_size(two.shape, detector.min_size) < sizes[1]  # each half found one face
+    pool.shutdown()
 
 
 def test_embed_gives_expression_and_identity_codes(tiny_run):
