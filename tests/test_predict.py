@@ -23,7 +23,7 @@ from dicefer.cli import main
 from dicefer.data.base import CLASSES, FaceSet
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.torch_datasets import Faces, resize_all
-from dicefer.data.transforms import Preprocess
+from dicefer.data.transforms import Preprocess, to_tensor, to_uint8_input
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.images import load_image
 from dicefer.inference.preprocess import InputSpec, square_crop
@@ -245,3 +245,14 @@ def test_readme_example_runs(tiny_run, tmp_path, monkeypatch):
     (tmp_path / "example.py").write_text(code)
     namespace = runpy.run_path(str(tmp_path / "example.py"))
     assert namespace["faces"] and set(namespace["codes"]) == {"expression", "identity"}
+
+
+@pytest.mark.parametrize("shape, size", [((113, 97), 48), ((40, 40, 3), 40), ((64, 64, 3), 32), ((7, 9), 32)])
+def test_uint8_input_rounds_as_torch_does(shape, size):
+    """The faces stored for training and fed to predict: resized, then rounded half to even."""
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    expected = (to_tensor(image, size) * 255).round().to(torch.uint8)
+    assert torch.equal(to_uint8_input(image, size), expected)
+    halves = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255  # exact ties go to the even neighbour
+    assert torch.equal(torch.from_numpy(np.rint(halves.numpy() * np.float32(255)).astype(np.uint8)),
+                       (halves * 255).round().to(torch.uint8))

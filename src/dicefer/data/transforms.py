@@ -29,8 +29,11 @@ def to_luma(images: np.ndarray) -> np.ndarray:
 
 
 def to_uint8_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (H, W) or (H, W, C) -> uint8 (C, size, size): resized, then rounded as stored for training."""
-    return (to_tensor(image, size) * 255).round().to(torch.uint8)
+    """uint8 (H, W) or (H, W, C) -> uint8 (C, size, size): resized, then rounded as stored for training.
+
+    numpy rounds: the same half-to-even as torch.round, which took 90 us on one 48x48 face here
+    (numpy 3 us), a fifth of `predict`'s preprocessing."""
+    return torch.from_numpy(np.rint(to_tensor(image, size).numpy() * np.float32(255)).astype(np.uint8))
 
 
 def whiten(x: torch.Tensor) -> torch.Tensor:
