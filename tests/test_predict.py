@@ -253,6 +253,10 @@ def test_uint8_input_rounds_as_torch_does(shape, size):
     image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     expected = (to_tensor(image, size) * 255).round().to(torch.uint8)
     assert torch.equal(to_uint8_input(image, size), expected)
-    halves = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255  # exact ties go to the even neighbour
+
+
+def test_numpy_and_torch_round_ties_alike():
+    """to_uint8_input relies on np.rint breaking exact ties as torch.round does: to the even neighbour."""
+    halves = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255
     assert torch.equal(torch.from_numpy(np.rint(halves.numpy() * np.float32(255)).astype(np.uint8)),
                        (halves * 255).round().to(torch.uint8))
