@@ -90,8 +90,8 @@ class LoadedRun:
 def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequence[str] = CLASSES) -> dict[str, nn.Module]:
     channels = 1 if cfg.data.grayscale else 3
     factory = {
-        "expression": lambda: Encoder(cfg.model.code_dim, channels),
-        "identity": lambda: Encoder(cfg.model.code_dim, channels),
+        "expression": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
+        "identity": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
         "classifier": lambda: Classifier(cfg.model.code_dim, len(classes), cfg.model.classifier_hidden),
     }
     unknown = set(names) - set(factory)

@@ -123,7 +123,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return loader(dataset, RandomSampler(dataset, generator=order), batch_size, drop_last, order)
 
     def encoder() -> Encoder:
-        return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init))
+        return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init, cfg.model.maxpool))
 
     classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden).to(device)
     if cfg.method == "supervised":
