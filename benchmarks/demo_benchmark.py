@@ -38,13 +38,19 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     b, size, dim = cfg.batch_size, cfg.data.size, cfg.model.code_dim
 
     cpu = Accelerator(torch.device("cpu"))  # the encoders exactly as training builds them on the CPU
-    enc_sup, clf = cpu.module(Encoder(dim)), Classifier(dim)
+
+    def encoder() -> Encoder:
+        return cpu.module(Encoder(dim, maxpool=cfg.model.maxpool))
+
+    enc_sup, clf = encoder(), Classifier(dim)
     opt_sup = adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
-    enc_e = cpu.module(Encoder(dim))
-    s1 = Stage1(enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives)
-    opt1 = adam([*enc_e.parameters(), *s1.mi.parameters()], 1e-4)
-    frozen = cpu.module(Encoder(dim)).eval().requires_grad_(False)
-    s2 = Stage2(frozen, cpu.module(Encoder(dim)), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
+    enc_e = encoder()
+    head = torch.nn.Linear(dim, 7) if cfg.stage1.ce_weight else None
+    s1 = Stage1(enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives,
+                head=head, ce_weight=cfg.stage1.ce_weight, l1_standardise=cfg.stage1.l1_standardise)
+    opt1 = adam([*enc_e.parameters(), *s1.mi.parameters(), *(head.parameters() if head else [])], 1e-4)
+    frozen = encoder().eval().requires_grad_(False)
+    s2 = Stage2(frozen, encoder(), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
     opt2 = adam([*s2.identity.parameters(), *s2.mi.parameters()], 1e-4)
     opt_d = adam(s2.disc.parameters(), 1e-4)
     gen = torch.Generator().manual_seed(0)
