@@ -13,7 +13,10 @@ from dicefer.checkpoint import LoadedRun
 from dicefer.cli import main
 from dicefer.data.base import CLASSES
 from dicefer.errors import UserError
-from dicefer.inference.backends import OnnxBackend, TorchBackend
+from dicefer.inference.backends import ExpressionModel, OnnxBackend, TorchBackend
+from dicefer.inference.dense_convs import densify_small_maps
+from dicefer.models.encoders import Encoder
+from dicefer.models.heads import Classifier
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -36,6 +39,38 @@ def test_onnxruntime_matches_pytorch(tiny_run, exported):
         assert p_onnx.shape == (n, 7) and e_onnx.shape == (n, 64)
         assert np.abs(p_onnx - p_torch).max() < 1e-4
         assert np.abs(e_onnx - e_torch).max() < 1e-3
+
+
+def test_small_map_convolutions_are_exported_as_matrix_products(tiny_run, exported, tmp_path):
+    import onnx
+
+    def counts(path):
+        model = onnx.load(str(path))
+        dense = int({p.key: p.value for p in model.metadata_props}["dense_convs"])
+        return dense, sum(node.op_type == "Conv" for node in model.graph.node)
+
+    assert counts(exported) == (7, 13)  # at 32 px: layer3 on 2x2 maps but its first conv, all of layer4
+    kept = tmp_path / "convs.onnx"
+    assert main(["export", "--run", str(tiny_run), "--out", str(kept), "--keep-convs"]) == 0
+    assert counts(kept) == (0, 20)  # ResNet-18: the stem, 16 in the blocks, 3 shortcuts
+
+
+@pytest.mark.parametrize("size, expected", [(32, 7), (48, 4), (112, 0)])
+def test_densified_model_computes_the_same_function(size, expected):
+    torch.manual_seed(size)
+    model = ExpressionModel(Encoder(64, 1), Classifier()).eval()
+    for module in model.modules():  # batch norms away from identity, so that their folding is tested
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2), module.running_var.uniform_(0.5, 2), module.bias.data.normal_(0, 0.2)
+    from torch.fx.experimental.optimization import fuse
+
+    model = fuse(model)
+    x = torch.randn(8, 1, size, size)
+    with torch.no_grad():
+        before = model(x)
+        assert densify_small_maps(model, x[:1]) == expected
+        after = model(x)
+    assert torch.allclose(after[0], before[0], atol=1e-5) and torch.allclose(after[1], before[1], atol=1e-4)
 
 
 def test_recognizers_agree_on_a_photo(tiny_run, exported, tmp_path, capsys):
@@ -64,7 +99,9 @@ def test_int8_export_is_a_quarter_of_the_size_and_close_to_float(tiny_run, expor
     assert main(["export", "--run", str(tiny_run), "--out", str(path), "--int8"]) == 0
     message = capsys.readouterr().err
     assert "int8" in message and "evaluation split" in message and "accuracy" in message
-    assert path.stat().st_size < exported.stat().st_size / 3  # 8-bit weights, not 32
+    run = LoadedRun(tiny_run)
+    float_bytes = 4 * sum(p.numel() for name in ("expression", "classifier") for p in run[name].parameters())
+    assert path.stat().st_size < float_bytes / 3  # 8-bit weights, not 32
     float_model, int8_model = OnnxBackend(exported), OnnxBackend(path)
     assert int8_model.spec == float_model.spec  # the preprocessing metadata survived quantization
     x = torch.randn(32, 1, 32, 32, generator=torch.Generator().manual_seed(1))

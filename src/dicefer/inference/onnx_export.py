@@ -3,9 +3,11 @@
 The graph takes whitened faces (N, C, S, S) with a dynamic batch axis and returns class
 probabilities and the expression code; how to make its input (size, channels, classes, the
 whitening) is recorded in the model's metadata, so serving needs the .onnx file alone.
+Convolutions on maps of a few positions are written as matrix products (dense_convs.py).
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -17,13 +19,15 @@ from .. import __version__
 from ..checkpoint import LoadedRun, atomic_write
 from ..errors import UserError
 from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, import_onnxruntime
+from .dense_convs import densify_small_maps
 
 OPSET = 17
 
 
-def export_onnx(run_dir: Path, out: Path, opset: int = OPSET) -> float | None:
+def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True) -> float | None:
     """Write `out`; return the largest difference of probabilities between onnxruntime and
-    PyTorch on random inputs, or None when onnxruntime is not installed to check it."""
+    PyTorch on random inputs, or None when onnxruntime is not installed to check it.
+    `dense=False` keeps every convolution a Conv node (the int8 quantizer only quantizes those)."""
     try:
         import onnx
     except ImportError:
@@ -31,16 +35,20 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET) -> float | None:
     run = LoadedRun(Path(run_dir))
     backend = TorchBackend(run)
     spec = backend.spec
+    example = torch.zeros(1, spec.channels, spec.size, spec.size)
+    model = copy.deepcopy(backend.model)
+    dense_convs = densify_small_maps(model, example) if dense else 0
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated, but it needs no onnxscript and handles a ResNet fully.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(backend.model, (torch.zeros(1, spec.channels, spec.size, spec.size),), buffer, dynamo=False,
+        torch.onnx.export(model, (example,), buffer, dynamo=False,
                           input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset,
                           dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
     model = onnx.load_from_string(buffer.getvalue())
     meta = spec.to_metadata() | {"dicefer_version": __version__, "source_run": str(run_dir),
-                                 "method": run.config.method, "stage": run.stage}
+                                 "method": run.config.method, "stage": run.stage,
+                                 "dense_convs": str(dense_convs)}
     onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))
