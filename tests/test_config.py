@@ -21,6 +21,16 @@ def test_paper_defaults():
     assert (cfg.stage1.lr, cfg.batch_size, cfg.model.code_dim, cfg.data.size) == (1e-4, 32, 64, 112)
 
 
+def test_demo_paper_is_the_demo_with_the_papers_objectives():
+    demo, paper_recipe, defaults = build_config("demo"), build_config("demo-paper"), build_config(None)
+    assert paper_recipe.data == demo.data and paper_recipe.stage1.lr == demo.stage1.lr
+    assert paper_recipe.mi == defaults.mi and paper_recipe.stage2.zeta_adv == defaults.stage2.zeta_adv
+    objective = lambda c: (c.stage1.delta, c.stage1.ce_weight, c.stage1.l1_standardise, c.stage1.l1_after_mi,
+                           c.stage3.finetune_epochs, c.stage3.finetune_delta)
+    assert objective(paper_recipe) == objective(defaults) == (0.1, 0.0, False, 0.0, 0, 0.0)
+    assert objective(demo) == (1.0, 1.0, True, 0.1, 2, 3.0)
+
+
 @pytest.mark.parametrize("override, message", [
     (["stage1.epoch=3"], "unknown config key 'stage1.epoch'"),
     (["stage1.epochs=abc"], "stage1.epochs: expected int"),

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
     t.add_argument("--method", choices=("dicefer", "supervised"), help="dicefer (default) or the plain cross-entropy baseline")
     t.add_argument("--preset", choices=tuple(PRESETS),
-                   help="smoke: 25-60 s on 2 CPU cores, for tests; demo (default): < 10 min on 2 CPU cores; paper: the paper's settings (112x112, lr 1e-4; GPU advised)")
+                   help="smoke: 25-60 s on 2 CPU cores, for tests; demo (default): < 10 min on 2 CPU cores, the paper's method "
+                        "with the options that make it work from random weights (README); demo-paper: the demo's data with "
+                        "the paper's recipe (2 min); paper: the paper's settings (112x112, lr 1e-4; GPU advised)")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "

@@ -119,6 +119,8 @@ class TrainConfig:
         return self.stage1.epochs + self.stage2.epochs + self.stage3.finetune_epochs if s is None else s
 
 
+_DEMO_DATA = {"size": 48, "train_identities": 60, "test_identities": 20, "images_per_identity": 50}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # About a minute on 2 CPU cores, for tests: full-intensity expressions, and the ~140 Stage 1
     # steps that a ResNet-18 from random weights needs before its MI estimate turns positive.
@@ -131,9 +133,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stage3": {"epochs": 30},
         "supervised": {"lr": 1e-3},
     },
-    # The default of `dicefer train`: under 10 minutes on 2 CPU cores.
+    # The default of `dicefer train`: under 10 minutes on 2 CPU cores. From random weights the
+    # paper's recipe leaves identity in E at this budget, so the demo adds the options of
+    # docs/method-notes.md (not in the paper): cross-entropy and the batch-standardised pair L1 in
+    # Stage 1, the L1 waiting for a clearly positive MI estimate, fine-tuning that keeps the L1.
     "demo": {
-        "data": {"size": 48, "train_identities": 60, "test_identities": 20, "images_per_identity": 50},
+        "data": _DEMO_DATA,
+        "stage1": {"epochs": 30, "lr": 1e-3, "ce_weight": 1.0, "l1_standardise": True, "delta": 1.0,
+                   "l1_after_mi": 0.1},
+        "stage2": {"epochs": 2, "lr": 1e-3},
+        "stage3": {"finetune_epochs": 2, "finetune_delta": 3.0},
+        "supervised": {"lr": 1e-3},
+    },
+    # The demo's data and learning rates with the paper's recipe (the demo preset until 2026-11-29).
+    "demo-paper": {
+        "data": _DEMO_DATA,
         "stage1": {"epochs": 6, "lr": 1e-3},
         "stage2": {"epochs": 2, "lr": 1e-3},
         "supervised": {"lr": 1e-3},
