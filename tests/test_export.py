@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import face_photo
 from PIL import Image
+from torch.fx.experimental.optimization import fuse
 
 from dicefer import ExpressionRecognizer
 from dicefer.checkpoint import LoadedRun
@@ -62,8 +63,6 @@ def test_densified_model_computes_the_same_function(size, expected):
     for module in model.modules():  # batch norms away from identity, so that their folding is tested
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.2), module.running_var.uniform_(0.5, 2), module.bias.data.normal_(0, 0.2)
-    from torch.fx.experimental.optimization import fuse
-
     model = fuse(model)
     x = torch.randn(8, 1, size, size)
     with torch.no_grad():

@@ -36,13 +36,13 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
     backend = TorchBackend(run)
     spec = backend.spec
     example = torch.zeros(1, spec.channels, spec.size, spec.size)
-    model = copy.deepcopy(backend.model)
-    dense_convs = densify_small_maps(model, example) if dense else 0
+    torch_model = copy.deepcopy(backend.model)  # the backend keeps its convolutions
+    dense_convs = densify_small_maps(torch_model, example) if dense else 0
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated, but it needs no onnxscript and handles a ResNet fully.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), buffer, dynamo=False,
+        torch.onnx.export(torch_model, (example,), buffer, dynamo=False,
                           input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset,
                           dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
     model = onnx.load_from_string(buffer.getvalue())
