@@ -91,6 +91,10 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
         "puts through its encoders). "
         f"Settings: {' '.join(f'`{c}`' for c in common[3:])}. Produced by `benchmarks/fer2013_benchmark.py`."),
         "",
+        (f"The training faces are blurrier than val's, as if by a Gaussian of sigma "
+         f"{next(iter(reports.values()))['run']['training_faces_blurrier_by_sigma']:g} px (`dicefer.data.sharpness.blur_gap`); "
+         f"val faces are blurred by `data.test_blur` = {next(iter(reports.values()))['run']['test_blur']:g} px before the encoder."),
+        "",
         f"| method | val accuracy | macro-F1 | train accuracy | wall time (s) | vs reference {REFERENCE:.1%} |",
         "|---|---|---|---|---|---|",
     ]

@@ -22,6 +22,7 @@ class DataConfig:
     augment: str = "paper"              # paper: rotations -15..15 deg in 5-deg steps x h-flip; flip: h-flip only; none
     crop_padding: int = 0               # random crop: shift by up to this many pixels (edge-padded); 0 = off
     whiten: bool = True                 # per-image whitening, as in the paper; false: pixels scaled to [-1, 1]
+    test_blur: float = 0.0              # Gaussian blur (sigma, pixels at size) on evaluated and predicted faces, not on training ones: for training images blurrier than the faces the model will see (training warns when the evaluated split is sharper); 0 = off
     eval_split: str = "auto"            # auto: test if the dataset has one, else val | val | test
     strict: bool = False                # stop at the first unreadable image instead of skipping it with a warning
     cache_dir: str = ""                 # decoded faces (.npy); empty: $DICEFER_CACHE or ~/.cache/dicefer
@@ -263,6 +264,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.size must be at least 32 pixels")
     if not 0 <= cfg.data.crop_padding < cfg.data.size // 2:
         raise ConfigError(f"data.crop_padding must be between 0 and {cfg.data.size // 2 - 1} pixels")
+    if not 0 <= cfg.data.test_blur <= cfg.data.size / 6:
+        raise ConfigError(f"data.test_blur must be between 0 (off) and {cfg.data.size / 6:g} pixels (a sixth of data.size)")
     if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
     if cfg.stage3.finetune_epochs < 0:

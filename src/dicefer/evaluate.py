@@ -11,6 +11,7 @@ import torch
 from .checkpoint import LoadedRun
 from .config import TrainConfig
 from .data.base import CONTEMPT
+from .data.sharpness import blur_gap
 from .data.torch_datasets import Faces, resize_all
 from .data.transforms import Preprocess
 from .datasets import load_dataset
@@ -35,7 +36,8 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
 
     def codes_of(faces, module: str) -> np.ndarray:
         images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
-        return encode(run[module], Faces(images, faces.expression, Preprocess.for_evaluation(cfg.data)))
+        preprocess = Preprocess.for_evaluation(cfg.data, training_images=faces is train_set)
+        return encode(run[module], Faces(images, faces.expression, preprocess))
 
     def predictions(codes: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -52,7 +54,9 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
         "test": classification_metrics(test_set.expression, predictions(e_test), classes),
         "train": classification_metrics(train_set.expression, predictions(e_train), classes),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed),
-        "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg)},
+        "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg),
+                "training_faces_blurrier_by_sigma": blur_gap(train_set.images, test_set.images),
+                "test_blur": cfg.data.test_blur},
     }
     write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,
                  identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl")

@@ -7,6 +7,7 @@ the run folder.
 """
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .checkpoint import (
     save_model,
 )
 from .config import TrainConfig, to_dict
+from .data import sharpness
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
 from .data.transforms import Preprocess
@@ -44,6 +46,8 @@ from .evaluate import evaluate_run
 from .models.encoders import Encoder
 from .models.heads import Classifier, ShuffleDiscriminator
 from .stages import MITerm, Stage1, Stage2, finetune_step, supervised_step
+
+logger = logging.getLogger("dicefer")
 
 
 def seed_everything(seed: int) -> None:
@@ -75,7 +79,11 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     if record and record["world_size"] != proc.world_size:
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
-    train_set, _ = load_dataset(cfg, progress=show_progress and proc.is_main)
+    train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
+    if proc.is_main and not resume:
+        gap = sharpness.blur_gap(train_set.images, test_set.images)
+        if warning := sharpness.advice(gap, cfg.data.test_blur):
+            logger.warning("%s", warning)
     if proc.is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -192,7 +200,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     enc_i.eval()
 
     # ---------------- Stage 3: classifier on the frozen expression code ----------------
-    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
+    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data, training_images=True)), device=device))
     classifier.fit_standardisation(codes)
     opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
     code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,
