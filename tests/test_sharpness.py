@@ -1,15 +1,22 @@
 """Training faces blurrier than the evaluated ones: the check that measures it and `data.test_blur`
 that matches them (evaluation, prediction and ONNX metadata blur; training images never)."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from dicefer.checkpoint import LoadedRun
+from dicefer.cli import main
 from dicefer.config import build_config
 from dicefer.data.base import CLASSES
 from dicefer.data.sharpness import advice, blur_gap
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.transforms import Preprocess, gaussian_blur
 from dicefer.errors import ConfigError
+from dicefer.inference.backends import TorchBackend
 from dicefer.inference.preprocess import InputSpec
 
 
@@ -70,3 +77,16 @@ def test_prediction_blurs_as_evaluation_does_and_the_onnx_metadata_says_so(faces
 def test_test_blur_out_of_range_is_a_config_error(value):
     with pytest.raises(ConfigError, match="data.test_blur must be between 0"):
         build_config("smoke", None, [f"data.test_blur={value}"])
+
+
+def test_evaluate_sets_the_runs_test_blur_for_predict_too(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["evaluate", "--run", str(run), "--test-blur", "1.5"]) == 0
+    assert LoadedRun(run).config.data.test_blur == 1.5
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["test_blur"] == 1.5
+    assert json.loads((run / "report" / "report.json").read_text())["run"]["test_blur"] == 1.5
+    assert TorchBackend(LoadedRun(run)).spec.blur == 1.5
+    assert main(["evaluate", "--run", str(run), "--test-blur", "-2"]) == 2  # a user error; the run keeps 1.5
+    assert "data.test_blur must be between 0" in capsys.readouterr().err
+    assert LoadedRun(run).config.data.test_blur == 1.5

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(report.md, report.json, confusion matrices, embedding plot).")
     e.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
     e.add_argument("--data", metavar="SPEC", help="evaluate on another dataset than the one trained on")
+    e.add_argument("--test-blur", type=float, metavar="SIGMA",
+                   help="blur evaluated faces by a Gaussian of SIGMA pixels before the encoder, for a run trained on "
+                   "blurrier faces (`dicefer train` warns when they are), and keep SIGMA as the run's data.test_blur, "
+                   "which predict and export then use; 0 turns it off. Tune it on a validation split")
     add_predict_parser(sub)
     add_export_parser(sub)
     return parser
@@ -184,7 +188,7 @@ def clear_run(out: Path) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.data)
+    report = evaluate_run(args.run, args.data, args.test_blur)
     print_summary(report, args.run)
     return 0
 

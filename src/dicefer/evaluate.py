@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import LoadedRun
+from .checkpoint import LoadedRun, set_test_blur
 from .config import TrainConfig
 from .data.base import CONTEMPT
 from .data.sharpness import blur_gap
@@ -23,7 +23,10 @@ from .report import write_report
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
 
-def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float | None = None) -> dict:
+    """Score the run and write RUN/report/; `test_blur` first becomes the run's data.test_blur (set_test_blur)."""
+    if test_blur is not None:
+        set_test_blur(run_dir, test_blur)
     run = LoadedRun(run_dir)
     cfg: TrainConfig = run.config
     if data_spec:
