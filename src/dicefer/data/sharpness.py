@@ -69,7 +69,8 @@ def advice(gap: float, test_blur: float) -> str | None:
     if gap >= WORTH_FIXING and not test_blur:
         return (f"the training faces are blurrier than the evaluated ones, as if blurred by a Gaussian of sigma {gap:g} px, "
                 f"so the model will meet detail it never learnt; set data.test_blur={gap:g} to blur evaluated and "
-                "predicted faces to match (tune it on a validation split)")
+                "predicted faces to match, or tune it on a validation split after training with "
+                "`dicefer evaluate --run RUN --test-blur SIGMA`")
     if gap <= -WORTH_FIXING:
         return (f"the evaluated faces are blurrier than the training ones, as if blurred by a Gaussian of sigma {-gap:g} px; "
                 "expect lower accuracy than on faces like the training ones")
