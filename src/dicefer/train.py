@@ -81,10 +81,8 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
     if proc.is_main and not resume:
-        gap = sharpness.blur_gap(train_set.images, test_set.images)
-        if warning := sharpness.advice(gap, cfg.data.test_blur):
+        if warning := sharpness.advice(sharpness.blur_gap(train_set.images, test_set.images), cfg.data.test_blur):
             logger.warning("%s", warning)
-    if proc.is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
