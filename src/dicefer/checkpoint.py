@@ -56,12 +56,16 @@ def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stag
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def set_test_blur(run_dir: Path, sigma: float) -> float:
+def save_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """RUN/config.yaml: the resolved config, for people to read and for --resume."""
+    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def set_test_blur(run_dir: Path, sigma: float) -> None:
     """Make `sigma` the run's data.test_blur, in its weights' metadata and in config.yaml, so that
-    evaluation, predict and export use it from then on; returns the value it replaces. The weights
-    stay as trained: test_blur changes only how evaluated faces are preprocessed."""
+    evaluation, predict and export use it from then on. The weights stay as trained: test_blur
+    changes only how evaluated faces are preprocessed."""
     run = LoadedRun(run_dir)
-    old = run.config.data.test_blur
     cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, test_blur=sigma))
     validate(cfg)
     path = Path(run_dir) / MODEL_FILE
@@ -69,8 +73,7 @@ def set_test_blur(run_dir: Path, sigma: float) -> float:
         meta = f.metadata()
     tensors = load_file(str(path))
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta | {"config": json.dumps(to_dict(cfg))}))
-    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return old
+    save_config(run_dir, cfg)
 
 
 class LoadedRun:

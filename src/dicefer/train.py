@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import (
     DataLoader,
     Dataset,
@@ -32,6 +31,7 @@ from .checkpoint import (
     GeneratorState,
     load_checkpoint,
     save_checkpoint,
+    save_config,
     save_model,
 )
 from .config import TrainConfig, to_dict
@@ -84,7 +84,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         if warning := sharpness.advice(sharpness.blur_gap(train_set.images, test_set.images), cfg.data.test_blur):
             logger.warning("%s", warning)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        save_config(out, cfg)
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
         for partial in out.glob(f".{CHECKPOINT_FILE}.*"):
             partial.unlink()
