@@ -3,8 +3,10 @@
 Runs the methods side by side, one process and one thread each, so that they share the machine
 and the wall clock alike: the supervised baseline, DICE-FER as the paper describes it, DICE-FER
 with the cross-entropy term in Stage 1 (`stage1.ce_weight`), and that plus fine-tuning E with the
-classifier after Stage 3 (`stage3.finetune_epochs`). Same backbone, random initialisation and input
-size; the baseline gets as many epochs as the longest DICE-FER variant puts through its encoders.
+classifier after Stage 3 (`stage3.finetune_epochs`). Every run starts from the `demo-paper` preset
+(the paper's objectives), so a variant differs only by what it sets. Same backbone, random
+initialisation and input size; the baseline gets as many epochs as the longest DICE-FER variant
+puts through its encoders.
 Writes its block of docs/benchmarks.md. Not part of CI; skips (exit 0) when the data is absent.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/fer2013_benchmark.py [--data ../shared/data/fer2013]
@@ -22,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from demo_benchmark import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +68,8 @@ def main() -> int:
     runs = {name: args.out / f"{stamp}-{i}" for i, name in enumerate(variants)}
     env = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     start = time.perf_counter()
-    procs = {name: subprocess.Popen([sys.executable, "-m", "dicefer", "train", "--quiet", "--out", str(runs[name]),
+    procs = {name: subprocess.Popen([sys.executable, "-m", "dicefer", "train", "--quiet", "--preset", "demo-paper",
+                                     "--out", str(runs[name]),
                                      "--set", *common, *overrides], env=env)
              for name, overrides in variants.items()}
     wall = {}
@@ -81,8 +85,9 @@ def main() -> int:
 
 def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, finetune: int) -> None:
     classes = next(iter(reports.values()))["classes"]
+    size = yaml.safe_load((next(iter(runs.values())) / "config.yaml").read_text())["data"]["size"]
     lines = [
-        f"## FER2013 (train/ -> val/), 48x48 grayscale, random initialisation (seed {args.seed})",
+        f"## FER2013 (train/ -> val/), {size}x{size} grayscale, random initialisation (seed {args.seed})",
         "",
         (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} (2 cores), CPU only; "
         f"the {len(reports)} runs side by side, one thread each, so throughput is per process on a shared machine. "
