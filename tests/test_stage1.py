@@ -1,5 +1,6 @@
-"""Stage 1's L1 term: raw (the paper's) or on batch-standardised codes, where scaling every code
-down, the escape that shrinks the code instead of making pairs alike, no longer lowers it."""
+"""Stage 1's L1 term: raw (the paper's), on batch-standardised codes, where scaling every code
+down, the escape that shrinks the code instead of making pairs alike, no longer lowers it, or
+relative to the L1 between any two codes, which heavy-tailed codes cannot lower either."""
 import pytest
 import torch
 
@@ -8,17 +9,29 @@ from dicefer.stages import consistency_l1
 
 def test_scaling_the_codes_lowers_only_the_raw_l1():
     codes = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
-    raw, standardised = consistency_l1(codes, 16, False), consistency_l1(codes, 16, True)
-    assert consistency_l1(0.1 * codes, 16, False) == pytest.approx(0.1 * float(raw), rel=1e-5)
-    assert consistency_l1(0.1 * codes, 16, True) == pytest.approx(float(standardised), rel=1e-3)
+    raw, standardised, relative = (consistency_l1(codes, 16, s) for s in ("raw", "standardised", "relative"))
+    assert consistency_l1(0.1 * codes, 16, "raw") == pytest.approx(0.1 * float(raw), rel=1e-5)
+    assert consistency_l1(0.1 * codes, 16, "standardised") == pytest.approx(float(standardised), rel=1e-3)
+    assert consistency_l1(0.1 * codes, 16, "relative") == pytest.approx(float(relative), rel=1e-5)
 
 
-def test_standardised_l1_still_rewards_alike_pairs():
+def test_heavy_tails_lower_the_standardised_l1_of_unrelated_pairs_but_not_the_relative():
+    """What FER2013 showed: Stage 1 lowered the standardised L1 of pairs and non-pairs alike by
+    making the codes heavy-tailed. Cubing unrelated Gaussian codes does the same; the ratio stays ~1."""
+    codes = torch.randn(512, 16, generator=torch.Generator().manual_seed(2))
+    heavy = codes ** 3
+    assert consistency_l1(heavy, 256, "standardised") < 0.75 * consistency_l1(codes, 256, "standardised")
+    for c in (codes, heavy):
+        assert consistency_l1(c, 256, "relative") == pytest.approx(1.0, abs=0.08)
+
+
+def test_scale_free_l1s_still_reward_alike_pairs():
     g = torch.Generator().manual_seed(1)
     shared, own = torch.randn(16, 8, generator=g), torch.randn(32, 8, generator=g)
     close = torch.cat([shared, shared]) + 0.1 * own   # pairs nearly equal
     far = torch.cat([shared, torch.randn(16, 8, generator=g)]) + 0.1 * own
-    assert consistency_l1(close, 16, True) < 0.3 * consistency_l1(far, 16, True)
+    for scale in ("standardised", "relative"):
+        assert consistency_l1(close, 16, scale) < 0.3 * consistency_l1(far, 16, scale)
 
 
 def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
@@ -37,11 +50,11 @@ def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
         encoder = lambda x: (x @ weight, None)
         opt = torch.optim.SGD([weight], lr=0.05)
         for _ in range(100):
-            loss, _ = finetune_step(encoder, classifier, x_m, x_n, y, delta, True)
+            loss, _ = finetune_step(encoder, classifier, x_m, x_n, y, delta, "standardised")
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return finetune_step(encoder, classifier, x_m, x_n, y, 2.0, True)
+        return finetune_step(encoder, classifier, x_m, x_n, y, 2.0, "standardised")
 
     loss, logs = tuned(0.0)
     assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["l1"], rel=1e-5)

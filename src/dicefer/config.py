@@ -69,7 +69,13 @@ class Stage1Config:
     variance_weight: float = 0.0        # anti-collapse hinge on each code dimension's spread (VICReg); 0 = off, as in the paper
     ce_weight: float = 0.0              # cross-entropy on the code through a linear head (not in the paper; 0 = off)
     l1_standardise: bool = False        # L1 on batch-standardised codes, so shrinking the code cannot lower it (not in the paper)
+    l1_relative: bool = False           # pairs' L1 over the mean L1 between any two codes: scale- and shape-free (not in the paper)
     l1_after_mi: float | None = 0.0     # L1 enters once the MI estimate exceeds this (nats); none: from the first step, as in the paper
+
+    @property
+    def l1_scale(self) -> str:
+        """How the L1 term is measured: raw (the paper), standardised or relative."""
+        return "relative" if self.l1_relative else "standardised" if self.l1_standardise else "raw"
 
 
 @dataclass
@@ -87,7 +93,7 @@ class Stage3Config:
     batch_size: int = 256
     finetune_epochs: int = 0            # then train E and the classifier together on the pairs (not in the paper; 0 = off)
     finetune_lr: float = 1e-4
-    finetune_delta: float = 0.0         # keep Stage 1's pair L1 (with stage1.l1_standardise) at this weight while fine-tuning
+    finetune_delta: float = 0.0         # keep Stage 1's pair L1 (measured as stage1 says) at this weight while fine-tuning
 
 
 @dataclass
@@ -268,6 +274,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.test_blur must be between 0 (off) and {cfg.data.size / 6:g} pixels (a sixth of data.size)")
     if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
+    if cfg.stage1.l1_standardise and cfg.stage1.l1_relative:
+        raise ConfigError("stage1.l1_standardise and stage1.l1_relative are two ways to measure the L1 term: set one")
     if cfg.stage3.finetune_epochs < 0:
         raise ConfigError("stage3.finetune_epochs must be 0 (the paper's frozen code) or a positive number of epochs")
     if cfg.data.peak_frames < 1:

@@ -59,9 +59,12 @@ class Stage1:
     escape the constant-code collapse from random weights. Marginal samples: an image with the
     code of any other image in the batch.
 
-    l1_standardise measures L1 on codes standardised by the batch's spread of each dimension (not in
-    the paper): the raw L1 can be lowered by scaling every code down, which the scale-free critics
-    do not resist, so it shrinks the code instead of removing what differs within an expression.
+    l1_scale="standardised" measures L1 on codes standardised by the batch's spread of each dimension
+    (not in the paper): the raw L1 can be lowered by scaling every code down, which the scale-free
+    critics do not resist, so it shrinks the code instead of removing what differs within an
+    expression. "relative" divides the pairs' L1 by the mean L1 between all codes of the batch (not
+    in the paper): standardising still lets heavy-tailed codes (most near the mean, a few far out)
+    lower the L1 of pairs and non-pairs alike, which the ratio ignores.
 
     ce_weight > 0 adds cross-entropy through an auxiliary linear `head` on the code (not in the
     paper; Stage 3 still trains its own classifier on the frozen code): labels already define the
@@ -77,14 +80,14 @@ class Stage1:
     l1_on: bool = False
     head: nn.Module | None = None
     ce_weight: float = 0.0
-    l1_standardise: bool = False
+    l1_scale: str = "raw"
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         b = len(x_m)
         codes, feats = self.encoder(torch.cat([x_m, x_n]))  # one pass: BatchNorm sees both halves
         e_m, e_n = codes[:b], codes[b:]
         mi, mi_global, mi_local = self.mi(feats, codes, joint_mask(y, self.positives))
-        l1 = consistency_l1(codes, b, self.l1_standardise)
+        l1 = consistency_l1(codes, b, self.l1_scale)
         # Optional: hold L1 back until the critics have found a signal, so it cannot win alone.
         mi_estimate = float(self.mi.mu * mi_global + self.mi.nu * mi_local)
         self.l1_on = self.l1_on or self.l1_after_mi is None or mi_estimate > self.l1_after_mi
@@ -102,11 +105,17 @@ class Stage1:
         }
 
 
-def consistency_l1(codes: torch.Tensor, b: int, standardise: bool) -> torch.Tensor:
-    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]), on batch-standardised codes if asked."""
-    if standardise:
+def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Tensor:
+    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]): raw, on batch-standardised codes, or
+    relative to the mean L1 between any two codes of the batch (1 = pairs no closer than others)."""
+    if scale == "standardised":
         codes = (codes - codes.mean(0)) / (codes.std(0) + 1e-4)
-    return F.l1_loss(codes[:b], codes[b:])
+    pairs = F.l1_loss(codes[:b], codes[b:])
+    if scale != "relative":
+        return pairs
+    n = len(codes)
+    between = (codes[:, None] - codes[None]).abs().sum() / (n * (n - 1) * codes.shape[1])  # the diagonal is 0
+    return pairs / (between + 1e-8)
 
 
 def joint_mask(y: torch.Tensor, positives: str) -> torch.Tensor:
@@ -176,7 +185,7 @@ def adversary_log_likelihood(joint_logits: torch.Tensor, shuffled_logits: torch.
 
 
 def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor,
-                  delta: float, standardise: bool) -> tuple[torch.Tensor, dict[str, float]]:
+                  delta: float, l1_scale: str) -> tuple[torch.Tensor, dict[str, float]]:
     """Fine-tuning E with the classifier on same-expression pairs (not in the paper): cross-entropy,
     plus delta x the Stage 1 L1 between pair codes, which holds identity out of E while the
     cross-entropy on confounded training identities would pull it back in."""
@@ -185,7 +194,7 @@ def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x
     logits = classifier(codes)
     labels = torch.cat([y, y])
     ce = F.cross_entropy(logits, labels)
-    l1 = consistency_l1(codes, b, standardise)
+    l1 = consistency_l1(codes, b, l1_scale)
     loss = ce + delta * l1
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "l1": float(l1.detach()),
                   "accuracy": float((logits.argmax(1) == labels).float().mean())}

@@ -164,7 +164,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
     s1 = Stage1(trained_encoder(enc_e), ddp(mi1), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi,
                 cfg.stage1.variance_weight, head=ddp(head) if cfg.stage1.ce_weight else head, ce_weight=cfg.stage1.ce_weight,
-                l1_standardise=cfg.stage1.l1_standardise)
+                l1_scale=cfg.stage1.l1_scale)
     opt1 = adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
 
     def step1(batch):
@@ -227,7 +227,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     def step_f(batch):
         enc_e.train(); classifier.train()
         x_m, x_n, y = accel.move(batch)
-        loss, logs = finetune_step(net_e, net_c, x_m, x_n, y, cfg.stage3.finetune_delta, cfg.stage1.l1_standardise)
+        loss, logs = finetune_step(net_e, net_c, x_m, x_n, y, cfg.stage3.finetune_delta, cfg.stage1.l1_scale)
         return [(loss, opt_f)], logs
 
     runner.run("finetune", cfg.stage3.finetune_epochs, step_f, pairs, per_pair_batch,
