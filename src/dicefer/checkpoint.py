@@ -114,7 +114,8 @@ def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequenc
     factory = {
         "expression": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
         "identity": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
-        "classifier": lambda: Classifier(cfg.model.code_dim, len(classes), cfg.model.classifier_hidden),
+        "classifier": lambda: Classifier(cfg.model.code_dim, len(classes), cfg.model.classifier_hidden,
+                                          cfg.model.classifier_dropout),
     }
     unknown = set(names) - set(factory)
     if unknown:

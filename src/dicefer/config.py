@@ -48,6 +48,7 @@ class ModelConfig:
     maxpool: bool = True                # the stem's max-pool (torchvision's); false: 2x resolution for small faces, 2.15x compute at 48 px
     critic_dim: int = 128               # embedding size of the statistics networks
     classifier_hidden: int = 256        # width of the classifier's two hidden layers
+    classifier_dropout: float = 0.0     # dropout after each hidden layer, in Stage 3 and the baseline (not in the paper)
 
 
 @dataclass
@@ -274,6 +275,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.test_blur must be between 0 (off) and {cfg.data.size / 6:g} pixels (a sixth of data.size)")
     if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
+    if not 0 <= cfg.model.classifier_dropout < 1:
+        raise ConfigError("model.classifier_dropout must be at least 0 (off) and below 1")
     if cfg.stage1.l1_standardise and cfg.stage1.l1_relative:
         raise ConfigError("stage1.l1_standardise and stage1.l1_relative are two ways to measure the L1 term: set one")
     if cfg.stage3.finetune_epochs < 0:

@@ -131,7 +131,8 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     def encoder() -> Encoder:
         return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init, cfg.model.maxpool))
 
-    classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden).to(device)
+    classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden,
+                            cfg.model.classifier_dropout).to(device)
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
