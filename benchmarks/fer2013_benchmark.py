@@ -89,8 +89,8 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
     lines = [
         f"## FER2013 (train/ -> val/), {size}x{size} grayscale, random initialisation (seed {args.seed})",
         "",
-        (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} (2 cores), CPU only; "
-        f"the {len(reports)} runs side by side, one thread each, so throughput is per process on a shared machine. "
+        (f"Measured {time.strftime('%Y-%m-%d')} on {_machine(runs)}; "
+        f"the {len(reports)} runs side by side, so throughput is per process on a shared machine. "
         f"Stage 1 {args.stage1_epochs} epoch(s), Stage 2 {args.stage2_epochs}, fine-tuning {finetune} (where used), "
         f"supervised {args.stage1_epochs + args.stage2_epochs + finetune} (the images the longest DICE-FER variant "
         "puts through its encoders). "
@@ -119,6 +119,17 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
             lines.append(f"  - Stage 1 epoch {row['epoch']}: MI {row['mi_global']:.3f} global / {row['mi_local']:.3f} local nats, "
                          f"code spread {row['code_std']:.3f}, L1 pair {row['l1_pair']:.3f} / non-pair {row['l1_nonpair']:.3f}")
     write_block(args.label, lines)
+
+
+def _machine(runs: dict) -> str:
+    """Where the runs trained: the GPU's name, or the CPU with its cores and the threads each run had."""
+    cfg = yaml.safe_load((next(iter(runs.values())) / "config.yaml").read_text())
+    if cfg["device"] == "cuda":
+        import torch
+        precision = "fp32" if cfg["precision"] == "fp32" else "bf16 autocast"
+        return f"one {torch.cuda.get_device_name()} (torch {torch.__version__}, {precision})"
+    threads = f"{cfg['threads']} thread(s) each" if cfg["threads"] else "PyTorch's default threads"
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), CPU only, {threads}"
 
 
 def _stage1_rows(run: Path) -> list[dict]:
