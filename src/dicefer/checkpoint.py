@@ -109,13 +109,17 @@ class LoadedRun:
         return self.modules[name]
 
 
+def new_classifier(cfg: TrainConfig, num_classes: int) -> Classifier:
+    """The classifier as the config shapes it: Stage 3's, the baseline's head, and the one a run loads."""
+    return Classifier(cfg.model.code_dim, num_classes, cfg.model.classifier_hidden, cfg.model.classifier_dropout)
+
+
 def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequence[str] = CLASSES) -> dict[str, nn.Module]:
     channels = 1 if cfg.data.grayscale else 3
     factory = {
         "expression": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
         "identity": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
-        "classifier": lambda: Classifier(cfg.model.code_dim, len(classes), cfg.model.classifier_hidden,
-                                          cfg.model.classifier_dropout),
+        "classifier": lambda: new_classifier(cfg, len(classes)),
     }
     unknown = set(names) - set(factory)
     if unknown:

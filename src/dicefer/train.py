@@ -30,6 +30,7 @@ from .checkpoint import (
     Attributes,
     GeneratorState,
     load_checkpoint,
+    new_classifier,
     save_checkpoint,
     save_config,
     save_model,
@@ -44,7 +45,7 @@ from .engine import MetricsLog, ResumableBatches, StageRunner, StopRequest, enco
 from .errors import RunError
 from .evaluate import evaluate_run
 from .models.encoders import Encoder
-from .models.heads import Classifier, ShuffleDiscriminator
+from .models.heads import ShuffleDiscriminator
 from .stages import MITerm, Stage1, Stage2, finetune_step, supervised_step
 
 logger = logging.getLogger("dicefer")
@@ -131,8 +132,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     def encoder() -> Encoder:
         return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init, cfg.model.maxpool))
 
-    classifier = Classifier(cfg.model.code_dim, len(train_set.classes), cfg.model.classifier_hidden,
-                            cfg.model.classifier_dropout).to(device)
+    classifier = new_classifier(cfg, len(train_set.classes)).to(device)
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
