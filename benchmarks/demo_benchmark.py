@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--label", help="name of this block in docs/benchmarks.md (default: the preset)")
     args = parser.parse_args()
     args.label = args.label or args.preset
+    if any(o.startswith("seed=") for o in args.overrides):
+        parser.error("set the seed with --seed, not --set seed=... (the block is labelled with --seed)")
 
     reports, wall = {}, {}
     for method in ("supervised", "dicefer"):
