@@ -65,7 +65,7 @@ def main() -> int:
                 + [f"supervised.epochs={args.stage1_epochs + args.stage2_epochs + finetune}"] * (k == "supervised")
                 for k in chosen}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = {name: args.out / f"{stamp}-{i}" for i, name in enumerate(variants)}
+    runs = {VARIANTS[k][0]: args.out / f"{stamp}-{k}" for k in chosen}  # named by variant: parallel invocations do not collide
     env = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     start = time.perf_counter()
     procs = {name: subprocess.Popen([sys.executable, "-m", "dicefer", "train", "--quiet", "--preset", "demo-paper",
