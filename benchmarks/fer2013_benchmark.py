@@ -85,11 +85,12 @@ def main() -> int:
 
 def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, finetune: int) -> None:
     classes = next(iter(reports.values()))["classes"]
-    size = yaml.safe_load((next(iter(runs.values())) / "config.yaml").read_text())["data"]["size"]
+    cfg = yaml.safe_load((next(iter(runs.values())) / "config.yaml").read_text())
+    size = cfg["data"]["size"]
     lines = [
         f"## FER2013 (train/ -> val/), {size}x{size} grayscale, random initialisation (seed {args.seed})",
         "",
-        (f"Measured {time.strftime('%Y-%m-%d')} on {_machine(runs)}; "
+        (f"Measured {time.strftime('%Y-%m-%d')} on {_machine(cfg)}; "
         f"the {len(reports)} runs side by side, so throughput is per process on a shared machine. "
         f"Stage 1 {args.stage1_epochs} epoch(s), Stage 2 {args.stage2_epochs}, fine-tuning {finetune} (where used), "
         f"supervised {args.stage1_epochs + args.stage2_epochs + finetune} (the images the longest DICE-FER variant "
@@ -121,9 +122,8 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
     write_block(args.label, lines)
 
 
-def _machine(runs: dict) -> str:
-    """Where the runs trained: the GPU's name, or the CPU with its cores and the threads each run had."""
-    cfg = yaml.safe_load((next(iter(runs.values())) / "config.yaml").read_text())
+def _machine(cfg: dict) -> str:
+    """Where the runs trained (from a run's saved config): the GPU's name, or the CPU with its cores and threads."""
     if cfg["device"] == "cuda":
         import torch
         precision = "fp32" if cfg["precision"] == "fp32" else "bf16 autocast"
