@@ -59,7 +59,7 @@ def test_round_trip():
 
 
 @pytest.mark.parametrize("device, precision, bf16", [
-    ("cpu", "auto", False), ("cpu", "bf16", True), ("cpu", "fp32", False), ("cuda", "auto", True), ("cuda", "fp32", False),
+    ("cpu", "bf16", True), ("cpu", "fp32", False), ("cuda", "auto", True), ("cuda", "fp32", False),
 ])
 def test_precision_decides_autocast(device, precision, bf16):
     accel = Accelerator(torch.device(device), precision=precision)
@@ -68,6 +68,13 @@ def test_precision_decides_autocast(device, precision, bf16):
         with accel.autocast():
             assert torch.is_autocast_enabled("cpu") == bf16
             assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if bf16 else torch.float32)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_the_cpu_follows_its_bf16_hardware(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert Accelerator(torch.device("cpu"), precision="auto").bf16 == native
 
 
 def test_overrides_may_follow_other_options_on_the_command_line(capsys):

@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     g = t.add_argument_group("hardware")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when there is one. On CUDA: "
-                   "bf16 autocast, channels_last, pinned memory, loader workers. On the CPU: fp32, with "
-                   "convolution weight gradients on small maps as a matmul where this CPU measured that faster")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto (default): bf16 autocast on CUDA, fp32 on "
-                   "the CPU. bf16 on the CPU pays on CPUs with AMX (Intel Xeon 4th gen and later): a 112x112 step "
-                   "took half the time on 2 cores, a 48x48 step 0.9x; on CPUs without AVX-512 BF16 it is many times slower")
+                   "bf16 autocast, channels_last, pinned memory, loader workers. On the CPU: convolution weight "
+                   "gradients on small maps as a matmul where this CPU measured that faster")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto (default): bf16 autocast on CUDA and on "
+                   "CPUs that compute bf16 natively (AVX-512 BF16 or AMX: a 48x48 step took 0.69x the fp32 time on "
+                   "2 cores of an AMD EPYC), fp32 on other CPUs, where bf16 is emulated and many times slower")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoders (worth it on a GPU for runs "
                    "longer than a few minutes; the first steps pay for compiling)")
 

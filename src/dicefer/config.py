@@ -111,7 +111,7 @@ class TrainConfig:
     lr_schedule: str = "constant"       # constant (the paper) | cosine: every stage's learning rates decay to 0 over its epochs
     device: str = "auto"                # auto | cpu | cuda (bf16 autocast, channels_last, loader workers)
     compile: bool = False               # torch.compile the encoders (CUDA; the first steps pay for compiling)
-    precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on the CPU | fp32 | bf16 (CPU: pays on AMX CPUs at 112 px)
+    precision: str = "auto"             # auto: bf16 autocast on CUDA and on CPUs with AVX-512 BF16 or AMX, else fp32 | fp32 | bf16
     threads: int = 0                    # torch CPU threads; 0 = leave PyTorch's default
     checkpoint_steps: int = 0           # also checkpoint every N steps of an epoch; 0 = after every epoch only
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,13 +141,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stage3": {"epochs": 30},
         "supervised": {"lr": 1e-3},
     },
-    # The default of `dicefer train`: under 10 minutes on 2 CPU cores. From random weights the
-    # paper's recipe leaves identity in E at this budget, so the demo adds the options of
-    # docs/method-notes.md (not in the paper): cross-entropy and the batch-standardised pair L1 in
-    # Stage 1, the L1 waiting for a clearly positive MI estimate, fine-tuning that keeps the L1.
+    # The default of `dicefer train`: under 10 minutes on 2 CPU cores with native bf16 (see
+    # `precision`). From random weights the paper's recipe leaves identity in E at this budget, so
+    # the demo adds the options of docs/method-notes.md (not in the paper): cross-entropy and the
+    # batch-standardised pair L1 in Stage 1, the L1 waiting for a clearly positive MI estimate,
+    # fine-tuning that keeps the L1.
     "demo": {
         "data": _DEMO_DATA,
-        "stage1": {"epochs": 30, "lr": 1e-3, "ce_weight": 1.0, "l1_standardise": True, "delta": 1.0,
+        "stage1": {"epochs": 42, "lr": 1e-3, "ce_weight": 1.0, "l1_standardise": True, "delta": 1.0,
                    "l1_after_mi": 0.1},
         "stage2": {"epochs": 2, "lr": 1e-3},
         "stage3": {"finetune_epochs": 2, "finetune_delta": 3.0},
