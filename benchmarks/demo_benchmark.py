@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import torch
 
 from dicefer.accelerator import Accelerator, adam
 from dicefer.config import build_config
+from dicefer.models.cpu_conv import machine_signature
 from dicefer.models.encoders import Encoder
 from dicefer.models.heads import Classifier, ShuffleDiscriminator
 from dicefer.stages import MITerm, Stage1, Stage2, supervised_step
@@ -37,7 +37,7 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     b, size, dim = cfg.batch_size, cfg.data.size, cfg.model.code_dim
 
-    cpu = Accelerator(torch.device("cpu"))  # the encoders exactly as training builds them on the CPU
+    cpu = Accelerator(torch.device("cpu"), precision=cfg.precision)  # the encoders and precision training uses
 
     def encoder() -> Encoder:
         return cpu.module(Encoder(dim, maxpool=cfg.model.maxpool))
@@ -58,15 +58,16 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     y = torch.randint(0, 7, (b,))
 
     def run(which: str) -> None:
-        if which == "supervised":
-            loss, _ = supervised_step(enc_sup, clf, x, torch.cat([y, y]))
-            losses = [(loss, opt_sup)]
-        elif which == "stage1":
-            loss, _ = s1.step(x[:b], x[b:], y)
-            losses = [(loss, opt1)]
-        else:
-            loss, d_loss, _ = s2.step(x[:b], x[b:], gen)
-            losses = [(loss, opt2), (d_loss, opt_d)]
+        with cpu.autocast():
+            if which == "supervised":
+                loss, _ = supervised_step(enc_sup, clf, x, torch.cat([y, y]))
+                losses = [(loss, opt_sup)]
+            elif which == "stage1":
+                loss, _ = s1.step(x[:b], x[b:], y)
+                losses = [(loss, opt1)]
+            else:
+                loss, d_loss, _ = s2.step(x[:b], x[b:], gen)
+                losses = [(loss, opt2), (d_loss, opt_d)]
         for loss_, opt in losses:
             opt.zero_grad(set_to_none=True)
             loss_.backward()
@@ -118,8 +119,8 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     lines = [
         f"## Synthetic benchmark, `{args.preset}` preset, {settings} (seed {args.seed})",
         "",
-        (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, CPU only. "
+        (f"Measured {time.strftime('%Y-%m-%d')} on {machine_signature().replace('|', ', ')}, CPU only, "
+        f"{'bf16 autocast' if Accelerator(torch.device('cpu'), precision=cfg.precision).bf16 else 'fp32'}. "
         f"Input {cfg.data.size}x{cfg.data.size} grayscale, {cfg.data.train_identities} training identities "
         f"(confounded: {cfg.data.confounded}), {cfg.data.test_identities} unseen test identities. "
         "Produced by `benchmarks/demo_benchmark.py`."),
