@@ -18,14 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from demo_benchmark import write_block
+
+from dicefer.accelerator import Accelerator
+from dicefer.models.cpu_conv import machine_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = 0.659  # the `fer` package's FER2013-trained model on a FER2013 test split (macro-F1 0.64)
@@ -125,11 +128,12 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
 def _machine(cfg: dict) -> str:
     """Where the runs trained (from a run's saved config): the GPU's name, or the CPU with its cores and threads."""
     if cfg["device"] == "cuda":
-        import torch
         precision = "fp32" if cfg["precision"] == "fp32" else "bf16 autocast"
         return f"one {torch.cuda.get_device_name()} (torch {torch.__version__}, {precision})"
     threads = f"{cfg['threads']} thread(s) each" if cfg["threads"] else "PyTorch's default threads"
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), CPU only, {threads}"
+    precision = "bf16 autocast" if Accelerator(torch.device("cpu"), precision=cfg["precision"]).bf16 else "fp32"
+    cpu = machine_signature().split("|")[0]
+    return f"{cpu} ({os.cpu_count()} cores), CPU only, {threads}, {precision}"
 
 
 def _stage1_rows(run: Path) -> list[dict]:
