@@ -120,7 +120,7 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
         f"## Synthetic benchmark, `{args.preset}` preset, {settings} (seed {args.seed})",
         "",
         (f"Measured {time.strftime('%Y-%m-%d')} on {machine_signature().replace('|', ', ')}, CPU only, "
-        f"{'bf16 autocast' if Accelerator(torch.device('cpu'), precision=cfg.precision).bf16 else 'fp32'}. "
+        f"{precision_name('cpu', cfg.precision)}. "
         f"Input {cfg.data.size}x{cfg.data.size} grayscale, {cfg.data.train_identities} training identities "
         f"(confounded: {cfg.data.confounded}), {cfg.data.test_identities} unseen test identities. "
         "Produced by `benchmarks/demo_benchmark.py`."),
@@ -148,6 +148,11 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     for k, v in speed.items():
         lines.append(f"| {k} | {v:.1f} | {v / speed['supervised']:.2f}x |")
     write_block(args.label, lines)
+
+
+def precision_name(device: str, precision: str) -> str:
+    """What a run with this `precision` setting trained in on `device` here: bf16 autocast or fp32."""
+    return "bf16 autocast" if Accelerator(torch.device(device), precision=precision).bf16 else "fp32"
 
 
 def write_block(label: str, lines: list[str]) -> None:

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from demo_benchmark import write_block
+from demo_benchmark import precision_name, write_block
 
-from dicefer.accelerator import Accelerator
 from dicefer.models.cpu_conv import machine_signature
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,12 +127,10 @@ def write_doc(args, common: list[str], reports: dict, wall: dict, runs: dict, fi
 def _machine(cfg: dict) -> str:
     """Where the runs trained (from a run's saved config): the GPU's name, or the CPU with its cores and threads."""
     if cfg["device"] == "cuda":
-        precision = "fp32" if cfg["precision"] == "fp32" else "bf16 autocast"
-        return f"one {torch.cuda.get_device_name()} (torch {torch.__version__}, {precision})"
+        return f"one {torch.cuda.get_device_name()} (torch {torch.__version__}, {precision_name('cuda', cfg['precision'])})"
     threads = f"{cfg['threads']} thread(s) each" if cfg["threads"] else "PyTorch's default threads"
-    precision = "bf16 autocast" if Accelerator(torch.device("cpu"), precision=cfg["precision"]).bf16 else "fp32"
     cpu = machine_signature().split("|")[0]
-    return f"{cpu} ({os.cpu_count()} cores), CPU only, {threads}, {precision}"
+    return f"{cpu} ({os.cpu_count()} cores), CPU only, {threads}, {precision_name('cpu', cfg['precision'])}"
 
 
 def _stage1_rows(run: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dicefer.accelerator import Accelerator
+from dicefer.accelerator import Accelerator, cpu_has_native_bf16
 from dicefer.cli import parse_args
 from dicefer.config import PRESETS, build_config, from_dict, to_dict
 from dicefer.errors import ConfigError
@@ -74,7 +74,11 @@ def test_precision_decides_autocast(device, precision, bf16):
 def test_auto_precision_on_the_cpu_follows_its_bf16_hardware(monkeypatch, native):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert Accelerator(torch.device("cpu"), precision="auto").bf16 == native
+    cpu_has_native_bf16.cache_clear()  # the probe is asked once per process
+    try:
+        assert Accelerator(torch.device("cpu"), precision="auto").bf16 == native
+    finally:
+        cpu_has_native_bf16.cache_clear()
 
 
 def test_overrides_may_follow_other_options_on_the_command_line(capsys):

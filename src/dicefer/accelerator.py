@@ -9,6 +9,7 @@ without either it was 30x slower.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
@@ -63,6 +64,7 @@ class Accelerator:
         return {"num_workers": loader_workers(), "pin_memory": True, "worker_init_fn": _seed_worker}
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX); elsewhere bf16 is emulated, and slow."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
