@@ -4,8 +4,13 @@ Trains both methods with the same preset and seed, then measures training throug
 stage with an interleaved micro-benchmark (supervised, Stage 1, Stage 2 steps alternated, median
 over rounds, so machine noise hits all three alike), and writes docs/benchmarks.md.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_benchmark.py [--preset demo] [--rounds 7]
+    python benchmarks/demo_benchmark.py [--preset demo] [--rounds 11] [--steps 4]
         [--set KEY=VALUE ...] [--label NAME]
+
+Run it on a quiet machine with OpenMP's wait policy as `dicefer train` has it (unset). Where other
+processes share the CPU, OMP_WAIT_POLICY=PASSIVE keeps timings stable, but then every small matrix
+product of the MI critics wakes the sleeping thread pool, which costs Stage 1 several ms a step
+that training does not pay; the block records which policy was in force.
 
 Each label owns one block of docs/benchmarks.md, replaced on the next run with that label.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -90,7 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--steps", type=int, default=4, help="training steps per stage and round of the throughput benchmark")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmark")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to both methods (repeatable)")
@@ -108,7 +115,7 @@ def main() -> None:
         reports[method] = train(cfg, out)
         wall[method] = time.perf_counter() - start
         print(f"{method}: {json.dumps(reports[method]['test'] | {'per_class': '...'})}", file=sys.stderr)
-    speed = throughput(build_config(args.preset, None, args.overrides), args.rounds, steps=2)
+    speed = throughput(build_config(args.preset, None, args.overrides), args.rounds, args.steps)
     write_doc(args, reports, wall, speed)
 
 
@@ -125,13 +132,15 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
         f"(confounded: {cfg.data.confounded}), {cfg.data.test_identities} unseen test identities. "
         "Produced by `benchmarks/demo_benchmark.py`."),
         "",
-        "| method | test accuracy (unseen identities) | macro-F1 | train accuracy | MIG | identity probe on E | identity probe on I | chance | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| method | test accuracy (unseen identities) | macro-F1 | train accuracy | MIG | identity probe on E | identity probe on I | "
+         "on whitened E | on whitened I | chance | wall time (s) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, r in reports.items():
         d = r["disentanglement"]
         lines.append(f"| {method} | {r['test']['accuracy']:.3f} | {r['test']['macro_f1']:.3f} | {r['train']['accuracy']:.3f} | "
                      f"{fmt(d['mig'])} | {fmt(d['identity_probe_accuracy_E'])} | {fmt(d['identity_probe_accuracy_I'])} | "
+                     f"{fmt(d['identity_probe_whitened_E'])} | {fmt(d['identity_probe_whitened_I'])} | "
                      f"{fmt(d['chance_identity'])} | {wall[method]:.0f} |")
     run = reports["dicefer"]["run"]
     lines += [
@@ -139,8 +148,9 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
         "Stage 1 at its last epoch (collapse diagnostics): " + ", ".join(
             f"{k.removeprefix('stage1_final_')} {run[k]:.4g}" for k in run if k.startswith("stage1_final_")) + ".",
         "",
-        (f"Training throughput, interleaved micro-benchmark, median of {args.rounds} rounds (batch {cfg.batch_size} pairs = "
-        f"{2 * cfg.batch_size} images per step for every stage):"),
+        (f"Training throughput, interleaved micro-benchmark, median of {args.rounds} rounds of {args.steps} steps "
+        f"(batch {cfg.batch_size} pairs = {2 * cfg.batch_size} images per step for every stage), "
+        f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}:"),
         "",
         "| step | images/s | ratio to supervised |",
         "|---|---|---|",

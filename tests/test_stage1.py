@@ -1,16 +1,19 @@
 """Stage 1's L1 term: raw (the paper's), on batch-standardised codes, where scaling every code
-down, the escape that shrinks the code instead of making pairs alike, no longer lowers it, or
-relative to the L1 between any two codes, which heavy-tailed codes cannot lower either."""
+down, the escape that shrinks the code instead of making pairs alike, no longer lowers it,
+relative to the L1 between any two codes, which heavy-tailed codes cannot lower either, or on
+batch-whitened codes, where directions of small variance count as much as the dominant one."""
 import pytest
 import torch
+from torch.nn import functional as F
 
-from dicefer.stages import consistency_l1
+from dicefer.stages import consistency_l1, whiten
 
 
 def test_scaling_the_codes_lowers_only_the_raw_l1():
     codes = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
-    raw, standardised, relative = (consistency_l1(codes, 16, s) for s in ("raw", "standardised", "relative"))
+    raw, standardised, relative, whitened = (consistency_l1(codes, 16, s) for s in ("raw", "standardised", "relative", "whitened"))
     assert consistency_l1(0.1 * codes, 16, "raw") == pytest.approx(0.1 * float(raw), rel=1e-5)
+    assert consistency_l1(0.1 * codes, 16, "whitened") == pytest.approx(float(whitened), rel=1e-4)
     assert consistency_l1(0.1 * codes, 16, "standardised") == pytest.approx(float(standardised), rel=1e-3)
     assert consistency_l1(0.1 * codes, 16, "relative") == pytest.approx(float(relative), rel=1e-5)
 
@@ -30,8 +33,23 @@ def test_scale_free_l1s_still_reward_alike_pairs():
     shared, own = torch.randn(16, 8, generator=g), torch.randn(32, 8, generator=g)
     close = torch.cat([shared, shared]) + 0.1 * own   # pairs nearly equal
     far = torch.cat([shared, torch.randn(16, 8, generator=g)]) + 0.1 * own
-    for scale in ("standardised", "relative"):
+    for scale in ("standardised", "relative", "whitened"):
         assert consistency_l1(close, 16, scale) < 0.3 * consistency_l1(far, 16, scale)
+
+
+def test_whitening_sees_pair_differences_that_a_dominant_direction_hides():
+    """Pairs that agree on a huge shared direction but differ in the small ones (where a demo E
+    keeps identity): per-dimension standardising divides those differences by the huge spread,
+    whitening does not."""
+    g = torch.Generator().manual_seed(3)
+    shared = 100 * torch.randn(32, 1, generator=g).repeat(2, 1)  # the same for both codes of a pair
+    codes = shared * torch.ones(1, 8) + torch.randn(64, 8, generator=g)  # every dimension mostly the shared part
+    standardised = consistency_l1(codes, 32, "standardised")
+    # Shrinking the covariance toward its diagonal floors every direction's variance at 10 % of a
+    # dimension's, so the small directions gain sqrt(10) over standardising; without it, 100x.
+    assert consistency_l1(codes, 32, "whitened") > 2.5 * standardised
+    nearly_unshrunk = whiten(codes, shrink=1e-4)
+    assert F.l1_loss(nearly_unshrunk[:32], nearly_unshrunk[32:]) > 30 * standardised
 
 
 def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():

@@ -244,7 +244,8 @@ def print_summary(report: dict, run: Path) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     print(f"test accuracy {report['test']['accuracy']:.3f}  macro-F1 {report['test']['macro_f1']:.3f}  "
           f"MIG {fmt(d['mig'])}  identity probe E {fmt(d['identity_probe_accuracy_E'])} "
-          f"I {fmt(d['identity_probe_accuracy_I'])} (chance {fmt(d['chance_identity'])})")
+          f"I {fmt(d['identity_probe_accuracy_I'])}, whitened E {fmt(d.get('identity_probe_whitened_E'))} "
+          f"I {fmt(d.get('identity_probe_whitened_I'))} (chance {fmt(d['chance_identity'])})")
     print(f"report: {run / 'report' / 'report.md'}")
 
 

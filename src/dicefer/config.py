@@ -71,11 +71,14 @@ class Stage1Config:
     ce_weight: float = 0.0              # cross-entropy on the code through a linear head (not in the paper; 0 = off)
     l1_standardise: bool = False        # L1 on batch-standardised codes, so shrinking the code cannot lower it (not in the paper)
     l1_relative: bool = False           # pairs' L1 over the mean L1 between any two codes: scale- and shape-free (not in the paper)
+    l1_whiten: bool = False             # L1 on batch-whitened codes: every direction of the code counts alike, those of small variance (where identity hides) too (not in the paper)
     l1_after_mi: float | None = 0.0     # L1 enters once the MI estimate exceeds this (nats); none: from the first step, as in the paper
 
     @property
     def l1_scale(self) -> str:
-        """How the L1 term is measured: raw (the paper), standardised or relative."""
+        """How the L1 term is measured: raw (the paper), standardised, relative or whitened."""
+        if self.l1_whiten:
+            return "whitened"
         return "relative" if self.l1_relative else "standardised" if self.l1_standardise else "raw"
 
 
@@ -278,8 +281,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
     if not 0 <= cfg.model.classifier_dropout < 1:
         raise ConfigError("model.classifier_dropout must be at least 0 (off) and below 1")
-    if cfg.stage1.l1_standardise and cfg.stage1.l1_relative:
-        raise ConfigError("stage1.l1_standardise and stage1.l1_relative are two ways to measure the L1 term: set one")
+    if cfg.stage1.l1_standardise + cfg.stage1.l1_relative + cfg.stage1.l1_whiten > 1:
+        raise ConfigError("stage1.l1_standardise, l1_relative and l1_whiten are ways to measure the L1 term: set one")
     if cfg.stage3.finetune_epochs < 0:
         raise ConfigError("stage3.finetune_epochs must be 0 (the paper's frozen code) or a positive number of epochs")
     if cfg.data.peak_frames < 1:

@@ -70,19 +70,22 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
     """MIG over (expression, identity) and linear identity probes, on the test identities' images."""
     if identity is None:
         return {"mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
+                "identity_probe_whitened_E": None, "identity_probe_whitened_I": None,
                 "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
     mig = mutual_information_gap(np.concatenate(list(codes.values()), axis=1),
                                  {"expression": expression, "identity": identity})
-    probe_e = identity_probe(codes["E"], identity, seed)
-    probe_i = identity_probe(codes["I"], identity, seed) if "I" in codes else None
+    probes = {(name, whiten): identity_probe(code, identity, seed, whiten) for name, code in codes.items() for whiten in (False, True)}
+    read = lambda name, whiten: probes[name, whiten]["accuracy"] if (name, whiten) in probes else None
     out = {
         "mig": mig["mig"], "mig_per_factor": mig["per_factor"],
-        "identity_probe_accuracy_E": probe_e["accuracy"],
-        "identity_probe_accuracy_I": probe_i["accuracy"] if probe_i else None,
-        "chance_identity": probe_e["chance"],
+        "identity_probe_accuracy_E": read("E", False),
+        "identity_probe_accuracy_I": read("I", False),
+        "identity_probe_whitened_E": read("E", True),
+        "identity_probe_whitened_I": read("I", True),
+        "chance_identity": probes["E", False]["chance"],
     }
-    if probe_i is None:
-        out["note"] = "this method learns no identity code, so the probe on I is n/a"
+    if "I" not in codes:
+        out["note"] = "this method learns no identity code, so the probes on I are n/a"
     return out
 
 

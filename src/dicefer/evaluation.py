@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.metrics import (
@@ -82,12 +83,18 @@ def mutual_information_gap(codes: np.ndarray, factors: Mapping[str, np.ndarray],
     return {"mig": mig, "per_factor": per_factor}
 
 
-def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0) -> dict:
+def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, whiten: bool = False) -> dict:
     """Linear-probe accuracy for reading identity off a code: high on I, near chance on a clean E.
 
     Each identity's images are split in half (stratified), so the probe is tested on unseen
     images of people it was trained on. Identities with a single image cannot be split and
     are left out. "chance" is the share of the most common identity in the held-out half.
+
+    By default each dimension is standardised before an L2-regularised logistic regression, so
+    identity carried by directions of small variance next to a dominant one reads low. whiten=True
+    first rotates to principal components scaled to unit variance (fitted on the training half),
+    so the reading no longer depends on how the code's variance is spread: every linear direction
+    counts alike.
     """
     identity = np.asarray(identity)
     ids, counts = np.unique(identity, return_counts=True)
@@ -98,7 +105,8 @@ def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0) -> di
     x_train, x_test, y_train, y_test = train_test_split(
         np.asarray(codes)[keep], identity[keep], test_size=0.5, stratify=identity[keep], random_state=seed
     )
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    scale = PCA(whiten=True, random_state=seed) if whiten else StandardScaler()
+    probe = make_pipeline(scale, LogisticRegression(max_iter=3000))
     probe.fit(x_train, y_train)
     _, test_counts = np.unique(y_test, return_counts=True)
     return {

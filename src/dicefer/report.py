@@ -120,6 +120,8 @@ def _disentanglement(d: dict) -> list[str]:
     rows += [
         ["Identity probe accuracy on E (lower is better)", d.get("identity_probe_accuracy_E")],
         ["Identity probe accuracy on I (higher is better)", d.get("identity_probe_accuracy_I")],
+        ["Identity probe on whitened E (every direction counts alike)", d.get("identity_probe_whitened_E")],
+        ["Identity probe on whitened I", d.get("identity_probe_whitened_I")],
         ["Chance (most frequent identity)", d.get("chance_identity")],
     ]
     lines = _table(["Metric", "Value"], rows)

@@ -106,8 +106,11 @@ class Stage1:
 
 
 def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Tensor:
-    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]): raw, on batch-standardised codes, or
-    relative to the mean L1 between any two codes of the batch (1 = pairs no closer than others)."""
+    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]): raw, on batch-standardised codes,
+    relative to the mean L1 between any two codes of the batch (1 = pairs no closer than others),
+    or on batch-whitened codes (see whiten)."""
+    if scale == "whitened":
+        codes = whiten(codes)
     if scale == "standardised":
         codes = (codes - codes.mean(0)) / (codes.std(0) + 1e-4)
     pairs = F.l1_loss(codes[:b], codes[b:])
@@ -116,6 +119,25 @@ def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Ten
     n = len(codes)
     between = (codes[:, None] - codes[None]).abs().sum() / (n * (n - 1) * codes.shape[1])  # the diagonal is 0
     return pairs / (between + 1e-8)
+
+
+def whiten(codes: torch.Tensor, shrink: float = 0.1) -> torch.Tensor:
+    """Codes in coordinates where the batch's covariance is about the identity (Cholesky whitening).
+
+    Standardising each dimension leaves a direction of small variance small whenever one direction
+    dominates them all, and a demo E is like that (its first principal component holds about 97 %
+    of the variance, identity sits in the rest); after whitening, a pair's difference in any
+    direction costs alike. The covariance is shrunk toward its diagonal, since 64 codes in 64
+    dimensions would make it singular; that floors every direction's variance at `shrink` times
+    its dimensions' variance. Computed in fp32 even under autocast.
+    """
+    with torch.autocast(codes.device.type, enabled=False):
+        centred = codes.float() - codes.float().mean(0)
+        cov = centred.T @ centred / (len(centred) - 1)
+        diagonal = torch.diagonal(cov)
+        cov = (1 - shrink) * cov + torch.diag(shrink * diagonal + 1e-5 * diagonal.mean() + 1e-12)
+        lower = torch.linalg.cholesky(cov)
+        return torch.linalg.solve_triangular(lower, centred.T, upper=False).T
 
 
 def joint_mask(y: torch.Tensor, positives: str) -> torch.Tensor:
