@@ -25,10 +25,10 @@ def test_demo_paper_is_the_demo_with_the_papers_objectives():
     demo, paper_recipe, defaults = build_config("demo"), build_config("demo-paper"), build_config(None)
     assert paper_recipe.data == demo.data and paper_recipe.stage1.lr == demo.stage1.lr
     assert paper_recipe.mi == defaults.mi and paper_recipe.stage2.zeta_adv == defaults.stage2.zeta_adv
-    objective = lambda c: (c.stage1.delta, c.stage1.ce_weight, c.stage1.l1_standardise, c.stage1.l1_after_mi,
+    objective = lambda c: (c.stage1.delta, c.stage1.ce_weight, c.stage1.l1_scale, c.stage1.l1_after_mi,
                            c.stage3.finetune_epochs, c.stage3.finetune_delta)
-    assert objective(paper_recipe) == objective(defaults) == (0.1, 0.0, False, 0.0, 0, 0.0)
-    assert objective(demo) == (1.0, 1.0, True, 0.1, 2, 3.0)
+    assert objective(paper_recipe) == objective(defaults) == (0.1, 0.0, "raw", 0.0, 0, 0.0)
+    assert objective(demo) == (1.0, 1.0, "whitened", 0.1, 2, 3.0)
 
 
 @pytest.mark.parametrize("override, message", [

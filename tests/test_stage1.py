@@ -45,9 +45,9 @@ def test_whitening_sees_pair_differences_that_a_dominant_direction_hides():
     shared = 100 * torch.randn(32, 1, generator=g).repeat(2, 1)  # the same for both codes of a pair
     codes = shared * torch.ones(1, 8) + torch.randn(64, 8, generator=g)  # every dimension mostly the shared part
     standardised = consistency_l1(codes, 32, "standardised")
-    # Shrinking the covariance toward its diagonal floors every direction's variance at 10 % of a
-    # dimension's, so the small directions gain sqrt(10) over standardising; without it, 100x.
-    assert consistency_l1(codes, 32, "whitened") > 2.5 * standardised
+    # Shrinking the covariance toward its diagonal floors every direction's variance at 1 % of a
+    # dimension's, so the small directions gain up to 10x over standardising; without it, 100x.
+    assert consistency_l1(codes, 32, "whitened") > 8 * standardised
     nearly_unshrunk = whiten(codes, shrink=1e-4)
     assert F.l1_loss(nearly_unshrunk[:32], nearly_unshrunk[32:]) > 30 * standardised
 

@@ -147,11 +147,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The default of `dicefer train`: under 10 minutes on 2 CPU cores with native bf16 (see
     # `precision`). From random weights the paper's recipe leaves identity in E at this budget, so
     # the demo adds the options of docs/method-notes.md (not in the paper): cross-entropy and the
-    # batch-standardised pair L1 in Stage 1, the L1 waiting for a clearly positive MI estimate,
+    # pair L1 on batch-whitened codes in Stage 1, the L1 waiting for a clearly positive MI estimate,
     # fine-tuning that keeps the L1.
     "demo": {
         "data": _DEMO_DATA,
-        "stage1": {"epochs": 42, "lr": 1e-3, "ce_weight": 1.0, "l1_standardise": True, "delta": 1.0,
+        "stage1": {"epochs": 42, "lr": 1e-3, "ce_weight": 1.0, "l1_whiten": True, "delta": 1.0,
                    "l1_after_mi": 0.1},
         "stage2": {"epochs": 2, "lr": 1e-3},
         "stage3": {"finetune_epochs": 2, "finetune_delta": 3.0},

@@ -121,7 +121,7 @@ def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Ten
     return pairs / (between + 1e-8)
 
 
-def whiten(codes: torch.Tensor, shrink: float = 0.1) -> torch.Tensor:
+def whiten(codes: torch.Tensor, shrink: float = 0.01) -> torch.Tensor:
     """Codes in coordinates where the batch's covariance is about the identity (Cholesky whitening).
 
     Standardising each dimension leaves a direction of small variance small whenever one direction
