@@ -52,8 +52,7 @@ def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     opt_sup = adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
     enc_e = encoder()
     head = torch.nn.Linear(dim, 7) if cfg.stage1.ce_weight else None
-    s1 = Stage1(enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), cfg.stage1.delta, cfg.stage1.positives,
-                head=head, ce_weight=cfg.stage1.ce_weight, l1_scale=cfg.stage1.l1_scale)
+    s1 = Stage1.from_config(cfg, enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), head)  # as training builds it
     opt1 = adam([*enc_e.parameters(), *s1.mi.parameters(), *(head.parameters() if head else [])], 1e-4)
     frozen = encoder().eval().requires_grad_(False)
     s2 = Stage2(frozen, encoder(), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)

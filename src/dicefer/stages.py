@@ -82,6 +82,13 @@ class Stage1:
     ce_weight: float = 0.0
     l1_scale: str = "raw"
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, encoder: nn.Module, mi: nn.Module, head: nn.Module | None) -> Stage1:
+        """Stage 1 with the run's objective; `head` is the cross-entropy head (used when ce_weight > 0)."""
+        s = cfg.stage1
+        return cls(encoder, mi, s.delta, s.positives, s.l1_after_mi, s.variance_weight, head=head,
+                   ce_weight=s.ce_weight, l1_scale=s.l1_scale)
+
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         b = len(x_m)
         codes, feats = self.encoder(torch.cat([x_m, x_n]))  # one pass: BatchNorm sees both halves

@@ -163,9 +163,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     # The optional cross-entropy head (stage1.ce_weight) is built only when used, so that runs without it draw
     # the same initial weights as before it existed.
     head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
-    s1 = Stage1(trained_encoder(enc_e), ddp(mi1), cfg.stage1.delta, cfg.stage1.positives, cfg.stage1.l1_after_mi,
-                cfg.stage1.variance_weight, head=ddp(head) if cfg.stage1.ce_weight else head, ce_weight=cfg.stage1.ce_weight,
-                l1_scale=cfg.stage1.l1_scale)
+    s1 = Stage1.from_config(cfg, trained_encoder(enc_e), ddp(mi1), ddp(head) if cfg.stage1.ce_weight else head)
     opt1 = adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
 
     def step1(batch):
