@@ -71,7 +71,7 @@ class Stage1Config:
     ce_weight: float = 0.0              # cross-entropy on the code through a linear head (not in the paper; 0 = off)
     l1_standardise: bool = False        # L1 on batch-standardised codes, so shrinking the code cannot lower it (not in the paper)
     l1_relative: bool = False           # pairs' L1 over the mean L1 between any two codes: scale- and shape-free (not in the paper)
-    l1_whiten: bool = False             # L1 on batch-whitened codes: every direction of the code counts alike, those of small variance (where identity hides) too (not in the paper)
+    l1_whiten: bool = False             # L1 on batch-whitened codes: directions down to ~1 % of a dimension's variance count alike, not just the dominant one (not in the paper)
     l1_after_mi: float | None = 0.0     # L1 enters once the MI estimate exceeds this (nats); none: from the first step, as in the paper
 
     @property

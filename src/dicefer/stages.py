@@ -118,7 +118,7 @@ def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Ten
     or on batch-whitened codes (see whiten)."""
     if scale == "whitened":
         codes = whiten(codes)
-    if scale == "standardised":
+    elif scale == "standardised":
         codes = (codes - codes.mean(0)) / (codes.std(0) + 1e-4)
     pairs = F.l1_loss(codes[:b], codes[b:])
     if scale != "relative":
@@ -133,10 +133,11 @@ def whiten(codes: torch.Tensor, shrink: float = 0.01) -> torch.Tensor:
 
     Standardising each dimension leaves a direction of small variance small whenever one direction
     dominates them all, and a demo E is like that (its first principal component holds about 97 %
-    of the variance, identity sits in the rest); after whitening, a pair's difference in any
-    direction costs alike. The covariance is shrunk toward its diagonal, since 64 codes in 64
-    dimensions would make it singular; that floors every direction's variance at `shrink` times
-    its dimensions' variance. Computed in fp32 even under autocast.
+    of the variance, identity sits in the rest); after whitening, a pair's difference costs alike
+    in every direction that holds more than about `shrink` of a dimension's variance. The covariance
+    is shrunk toward its diagonal, since 64 codes in 64 dimensions would make it singular; directions
+    below that floor stay damped (a demo E has about five above it, docs/method-notes.md).
+    Computed in fp32 even under autocast.
     """
     with torch.autocast(codes.device.type, enabled=False):
         centred = codes.float() - codes.float().mean(0)
