@@ -28,7 +28,7 @@ def test_demo_paper_is_the_demo_with_the_papers_objectives():
     objective = lambda c: (c.stage1.delta, c.stage1.ce_weight, c.stage1.l1_scale, c.stage1.l1_after_mi,
                            c.stage3.finetune_epochs, c.stage3.finetune_delta)
     assert objective(paper_recipe) == objective(defaults) == (0.1, 0.0, "raw", 0.0, 0, 0.0)
-    assert objective(demo) == (1.0, 1.0, "whitened", 0.1, 12, 10.0)
+    assert objective(demo) == (1.0, 1.0, "whitened", 0.1, 12, 100.0)
 
 
 @pytest.mark.parametrize("override, message", [

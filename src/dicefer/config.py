@@ -154,7 +154,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stage1": {"epochs": 42, "lr": 1e-3, "ce_weight": 1.0, "l1_whiten": True, "delta": 1.0,
                    "l1_after_mi": 0.1},
         "stage2": {"epochs": 2, "lr": 1e-3},
-        "stage3": {"finetune_epochs": 12, "finetune_delta": 10.0},
+        "stage3": {"finetune_epochs": 12, "finetune_delta": 100.0},
         "supervised": {"lr": 1e-3},
     },
     # The demo's data and learning rates with the paper's recipe (the demo preset until 2026-11-29).
