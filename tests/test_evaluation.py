@@ -95,6 +95,20 @@ def test_identity_probe_is_near_chance_on_noise():
     assert result["accuracy"] < result["chance"] + 0.1
 
 
+def test_identity_probe_averages_repeated_half_splits():
+    """Each reading is the mean of 2 x repeats fits, so it moves less between split seeds than a
+    reading from one pair of halves does."""
+    rng = np.random.default_rng(8)
+    ids = _people(20, 20)
+    codes = 0.4 * rng.normal(size=(20, 16))[ids] + rng.normal(size=(len(ids), 16))  # some identity, noisy
+    result = identity_probe(codes, ids, repeats=4)
+    assert result["fits"] == 8 and result["accuracy_sd"] > 0
+    assert 0.1 < result["accuracy"] < 0.9
+    one = [identity_probe(codes, ids, seed=s, repeats=1)["accuracy"] for s in range(20)]
+    four = [identity_probe(codes, ids, seed=s, repeats=4)["accuracy"] for s in range(20)]
+    assert np.std(four) < 0.8 * np.std(one)
+
+
 def test_whitened_probe_finds_identity_that_a_dominant_direction_hides():
     """Identity in directions of small variance, mixed into every dimension with one huge
     (expression-like) direction: standardising each dimension leaves identity a sliver of each,

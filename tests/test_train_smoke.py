@@ -44,6 +44,8 @@ def test_report_is_valid(runs, method):
     assert (d["identity_probe_accuracy_I"] is None) == (method == "supervised")
     assert 0 <= d["identity_probe_whitened_E"] <= 1
     assert (d["identity_probe_whitened_I"] is None) == (method == "supervised")
+    assert d["identity_probe_fits"] == 10 and set(d["identity_probe_sd"]) == (
+        {"E", "whitened_E"} if method == "supervised" else {"E", "I", "whitened_E", "whitened_I"})
     for png in ("confusion_test.png", "confusion_train.png", "embedding.png", "training_curves.png"):
         assert Image.open(run / "report" / png).size[0] > 300
     assert "Surprise" in (run / "report" / "report.md").read_text()

@@ -71,7 +71,7 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
     if identity is None:
         return {"mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
                 "identity_probe_whitened_E": None, "identity_probe_whitened_I": None,
-                "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
+                "identity_probe_sd": None, "identity_probe_fits": None, "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
     mig = mutual_information_gap(np.concatenate(list(codes.values()), axis=1),
                                  {"expression": expression, "identity": identity})
     probes = {(name, whiten): identity_probe(code, identity, seed, whiten) for name, code in codes.items() for whiten in (False, True)}
@@ -82,6 +82,10 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
         "identity_probe_accuracy_I": read("I", False),
         "identity_probe_whitened_E": read("E", True),
         "identity_probe_whitened_I": read("I", True),
+        # the spread of a single half-split fit, of which each reading above is the mean
+        "identity_probe_sd": {("whitened_" if whiten else "") + name: probe["accuracy_sd"]
+                              for (name, whiten), probe in probes.items()},
+        "identity_probe_fits": probes["E", False]["fits"],
         "chance_identity": probes["E", False]["chance"],
     }
     if "I" not in codes:

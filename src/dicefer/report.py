@@ -115,16 +115,25 @@ def _classwise(metrics: dict) -> list[str]:
 
 
 def _disentanglement(d: dict) -> list[str]:
+    sd = d.get("identity_probe_sd") or {}
+
+    def probe(key: str, name: str) -> object:
+        value = d.get(key)
+        return f"{_fmt(value)} ± {_fmt(sd[name])}" if value is not None and name in sd else value
+
     rows: list[list[object]] = [["MIG", d.get("mig")]]
     rows += [[f"MIG ({name})", value] for name, value in (d.get("mig_per_factor") or {}).items()]
     rows += [
-        ["Identity probe accuracy on E (lower is better)", d.get("identity_probe_accuracy_E")],
-        ["Identity probe accuracy on I (higher is better)", d.get("identity_probe_accuracy_I")],
-        ["Identity probe on whitened E (every direction counts alike)", d.get("identity_probe_whitened_E")],
-        ["Identity probe on whitened I", d.get("identity_probe_whitened_I")],
+        ["Identity probe accuracy on E (lower is better)", probe("identity_probe_accuracy_E", "E")],
+        ["Identity probe accuracy on I (higher is better)", probe("identity_probe_accuracy_I", "I")],
+        ["Identity probe on whitened E (every direction counts alike)", probe("identity_probe_whitened_E", "whitened_E")],
+        ["Identity probe on whitened I", probe("identity_probe_whitened_I", "whitened_I")],
         ["Chance (most frequent identity)", d.get("chance_identity")],
     ]
     lines = _table(["Metric", "Value"], rows)
+    if d.get("identity_probe_fits"):
+        lines += ["", (f"Each probe reading is the mean of {d['identity_probe_fits']} fits, each trained on one half of "
+                       "every test identity's images and tested on the other; ± is the standard deviation of one fit.")]
     if d.get("note"):
         lines += ["", f"Note: {d['note']}"]
     return lines
