@@ -144,6 +144,9 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
     run = reports["dicefer"]["run"]
     lines += [
         "",
+        ("Identity probes: linear, trained on half of each test identity's images and tested on the other half; each "
+         f"reading is the mean of {reports['dicefer']['disentanglement']['identity_probe_fits']} such fits."),
+        "",
         "Stage 1 at its last epoch (collapse diagnostics): " + ", ".join(
             f"{k.removeprefix('stage1_final_')} {run[k]:.4g}" for k in run if k.startswith("stage1_final_")) + ".",
         "",
