@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dicefer.data.base import CLASSES
+from dicefer.evaluate import disentanglement
 from dicefer.evaluation import (
     classification_metrics,
     embedding_2d,
@@ -107,6 +108,22 @@ def test_identity_probe_averages_repeated_half_splits():
     one = [identity_probe(codes, ids, seed=s, repeats=1)["accuracy"] for s in range(20)]
     four = [identity_probe(codes, ids, seed=s, repeats=4)["accuracy"] for s in range(20)]
     assert np.std(four) < 0.8 * np.std(one)
+
+
+def test_predictions_carry_identity_only_through_person_dependent_mistakes():
+    """Every test identity shows each expression equally often, so perfect predictions leave the
+    probe at chance; a classifier that reads each person's faces as that person's own expression
+    half the time leaks identity through its decisions alone."""
+    rng = np.random.default_rng(9)
+    ids = _people(20, 28)
+    expression = np.tile(np.arange(7), len(ids) // 7)  # each person: every expression 4 times
+    habit = rng.integers(0, 7, 20)
+    mistaken = np.where(rng.random(len(ids)) < 0.5, habit[ids], expression)
+    codes = {"E": rng.normal(size=(len(ids), 8))}
+    read = lambda predicted: disentanglement(codes, expression, ids, 0, np.eye(7)[predicted])["identity_probe_predictions"]
+    perfect, habitual = read(expression), read(mistaken)
+    assert perfect <= 1 / 20 + 0.01
+    assert habitual > perfect + 0.05
 
 
 def test_whitened_probe_finds_identity_that_a_dominant_direction_hides():

@@ -42,7 +42,7 @@ def test_report_is_valid(runs, method):
     d = report["disentanglement"]
     assert 0 < d["chance_identity"] < 1 and 0 <= d["identity_probe_accuracy_E"] <= 1
     assert (d["identity_probe_accuracy_I"] is None) == (method == "supervised")
-    assert 0 <= d["identity_probe_whitened_E"] <= 1
+    assert 0 <= d["identity_probe_whitened_E"] <= 1 and 0 <= d["identity_probe_predictions"] <= 1
     assert (d["identity_probe_whitened_I"] is None) == (method == "supervised")
     assert d["identity_probe_fits"] == 10 and set(d["identity_probe_sd"]) == (
         {"E", "whitened_E"} if method == "supervised" else {"E", "I", "whitened_E", "whitened_I"})

@@ -47,6 +47,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float |
             return run["classifier"](torch.from_numpy(codes)).argmax(1).numpy()
 
     e_train, e_test = codes_of(train_set, "expression"), codes_of(test_set, "expression")
+    predicted = predictions(e_test)
     codes = {"E": e_test}
     if "identity" in run.modules:
         codes["I"] = codes_of(test_set, "identity")
@@ -54,9 +55,10 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float |
         "dataset": cfg.data.spec,
         "method": cfg.method,
         "classes": list(classes),
-        "test": classification_metrics(test_set.expression, predictions(e_test), classes),
+        "test": classification_metrics(test_set.expression, predicted, classes),
         "train": classification_metrics(train_set.expression, predictions(e_train), classes),
-        "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed),
+        "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed,
+                                           np.eye(len(classes))[predicted]),
         "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg),
                 "training_faces_blurrier_by_sigma": blur_gap(train_set.images, test_set.images),
                 "test_blur": cfg.data.test_blur},
@@ -66,11 +68,17 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float |
     return report
 
 
-def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identity: np.ndarray | None, seed: int) -> dict:
-    """MIG over (expression, identity) and linear identity probes, on the test identities' images."""
+def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identity: np.ndarray | None, seed: int,
+                     predicted: np.ndarray | None = None) -> dict:
+    """MIG over (expression, identity) and linear identity probes, on the test identities' images.
+
+    `predicted` (one-hot predicted expressions) gets the same probe: a classifier's mistakes depend
+    on the person (one face's neutral reads as sad, every time), so its decisions alone carry some
+    identity, and a code that yields those decisions can hardly read less (docs/method-notes.md).
+    """
     if identity is None:
         return {"mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
-                "identity_probe_whitened_E": None, "identity_probe_whitened_I": None,
+                "identity_probe_whitened_E": None, "identity_probe_whitened_I": None, "identity_probe_predictions": None,
                 "identity_probe_sd": None, "identity_probe_fits": None, "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
     mig = mutual_information_gap(np.concatenate(list(codes.values()), axis=1),
                                  {"expression": expression, "identity": identity})
@@ -82,6 +90,7 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
         "identity_probe_accuracy_I": read("I", False),
         "identity_probe_whitened_E": read("E", True),
         "identity_probe_whitened_I": read("I", True),
+        "identity_probe_predictions": None if predicted is None else identity_probe(predicted, identity, seed)["accuracy"],
         # the spread of a single half-split fit, of which each reading above is the mean
         "identity_probe_sd": {("whitened_" if whiten else "") + name: probe["accuracy_sd"]
                               for (name, whiten), probe in probes.items()},

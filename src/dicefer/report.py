@@ -128,12 +128,15 @@ def _disentanglement(d: dict) -> list[str]:
         ["Identity probe accuracy on I (higher is better)", probe("identity_probe_accuracy_I", "I")],
         ["Identity probe on whitened E (every direction counts alike)", probe("identity_probe_whitened_E", "whitened_E")],
         ["Identity probe on whitened I", probe("identity_probe_whitened_I", "whitened_I")],
+        ["Identity probe on the predicted expression alone (what the mistakes carry)", d.get("identity_probe_predictions")],
         ["Chance (most frequent identity)", d.get("chance_identity")],
     ]
     lines = _table(["Metric", "Value"], rows)
     if d.get("identity_probe_fits"):
         lines += ["", (f"Each probe reading is the mean of {d['identity_probe_fits']} fits, each trained on one half of "
-                       "every test identity's images and tested on the other; ± is the standard deviation of one fit.")]
+                       "every test identity's images and tested on the other; ± is the standard deviation of one fit. "
+                       "Test identities show every expression equally often, so a classifier without mistakes "
+                       "would leave its predictions at chance; a code can hardly read less identity than they do.")]
     if d.get("note"):
         lines += ["", f"Note: {d['note']}"]
     return lines
