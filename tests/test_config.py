@@ -40,6 +40,8 @@ def test_demo_paper_is_the_demo_with_the_papers_objectives():
     (["epochs"], "not of the form key=value"),
     (["stage1.l1_standardise=true", "stage1.l1_relative=true"], "ways to measure the L1 term"),
     (["model.classifier_dropout=1.0"], "classifier_dropout must be at least 0"),
+    (["data.synthetic_seed=-1"], "synthetic_seed=-1: expected a non-negative integer"),
+    (["data.synthetic_seed=abc"], "synthetic_seed='abc': expected a non-negative integer"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):

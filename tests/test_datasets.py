@@ -232,3 +232,16 @@ def test_real_fer2013_listing_matches_its_readme(tmp_path, caplog):
     faces = cache_module.decode_cached(first, 48, True, tmp_path, progress=False)
     assert np.array_equal(faces.images[7], np.asarray(Image.open(val.sources[7]).convert("L")))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_synthetic_seed_fixes_the_faces_while_the_run_seed_varies(monkeypatch, tmp_path):
+    monkeypatch.setenv("DICEFER_CACHE", str(tmp_path))
+
+    def faces(seed: int, synthetic_seed: int | None) -> np.ndarray:
+        data = DataConfig(size=32, train_identities=2, test_identities=2, images_per_identity=3,
+                          synthetic_seed=synthetic_seed)
+        train, test = load_dataset(TrainConfig(seed=seed, data=data), progress=False)
+        return np.concatenate([train.images, test.images])
+
+    assert np.array_equal(faces(5, 3), faces(3, None))
+    assert not np.array_equal(faces(5, None), faces(3, None))

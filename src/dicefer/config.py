@@ -39,6 +39,7 @@ class DataConfig:
     images_per_identity: int = 50
     confounded: bool = True
     min_intensity: float = 0.25         # expressions have intensity U(min_intensity, 1): low = classes overlap
+    synthetic_seed: int | None = None   # the faces' seed; none: --seed. Fix it to vary only the model's seed over one benchmark
 
 
 @dataclass
@@ -285,6 +286,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("stage1.l1_standardise, l1_relative and l1_whiten are ways to measure the L1 term: set one")
     if cfg.stage3.finetune_epochs < 0:
         raise ConfigError("stage3.finetune_epochs must be 0 (the paper's frozen code) or a positive number of epochs")
+    seed = cfg.data.synthetic_seed
+    if seed is not None and (type(seed) is not int or seed < 0):
+        raise ConfigError(f"data.synthetic_seed={seed!r}: expected a non-negative integer, or null to follow --seed")
     if cfg.data.peak_frames < 1:
         raise ConfigError("data.peak_frames must be at least 1")
 

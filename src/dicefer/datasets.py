@@ -31,7 +31,8 @@ def _synthetic(arg: str, data: DataConfig, seed: int, progress: bool) -> tuple[F
         raise ConfigError("the synthetic dataset takes no path; set its options with data.* (for example data.train_identities=100)")
     spec = SyntheticSpec(
         train_identities=data.train_identities, test_identities=data.test_identities,
-        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, min_intensity=data.min_intensity, seed=seed,
+        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, min_intensity=data.min_intensity,
+        seed=seed if data.synthetic_seed is None else data.synthetic_seed,
     )
     return load_synthetic(spec, progress=progress)
 
