@@ -1,0 +1,111 @@
+"""How much of the spread between seeds is the benchmark's faces and how much the model's.
+
+`--seed` draws both the synthetic faces and the model's initialisation and data order. This script
+trains both methods on each faces seed D with model seeds M = D, D + 10, D + 20, ... (`--seed M
+data.synthetic_seed=D`), so runs on one set of faces differ only in the model's seed, and the first
+is the plain `--seed D` run; then it writes a table of every run and, per set of faces, the paired
+difference DICE-FER minus baseline, to docs/benchmarks.md.
+
+    python benchmarks/seed_spread.py --data-seeds 2 3 [--models 4] [--preset demo]
+        [--runs runs/seed-spread] [--jobs 2]
+
+Runs go to RUNS/{method}-d{D}-m{M} with one thread each, `--jobs` side by side; finished runs
+(report.json present) are read, not retrained, so the script can be stopped and run again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from demo_benchmark import ROOT, write_block
+
+from dicefer.models.cpu_conv import machine_signature
+
+METHODS = ("supervised", "dicefer")
+
+
+def model_seeds(d: int, models: int) -> list[int]:
+    return [d + 10 * k for k in range(models)]
+
+
+def run_all(args) -> dict[tuple[str, int, int], dict]:
+    """Train what is missing, `--jobs` processes at a time, and return every run's report."""
+    runs = {(m, d, s): args.runs / f"{m}-d{d}-m{s}"
+            for d in args.data_seeds for s in model_seeds(d, args.models) for m in METHODS}
+    todo = [key for key, out in runs.items() if not (out / "report" / "report.json").exists()]
+    active: list[tuple[tuple, subprocess.Popen]] = []  # logs: RUNS/{name}.log
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while todo or active:
+        while todo and len(active) < args.jobs:
+            method, d, s = todo.pop(0)
+            out = runs[(method, d, s)]
+            cmd = [sys.executable, "-m", "dicefer", "train", "--preset", args.preset, "--method", method, "--seed", str(s),
+                   "--out", str(out), "--overwrite", "--quiet", f"data.synthetic_seed={d}", "threads=1"]
+            print(f"{time.strftime('%H:%M:%S')} start {out.name}", file=sys.stderr)
+            with open(out.with_suffix(".log"), "w") as log:  # the child keeps its own handle
+                active.append(((method, d, s), subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(5)
+        for item in [a for a in active if a[1].poll() is not None]:
+            active.remove(item)
+            if item[1].returncode:
+                sys.exit(f"{runs[item[0]].name} failed (exit {item[1].returncode}); see {runs[item[0]].with_suffix('.log')}")
+            print(f"{time.strftime('%H:%M:%S')} done {runs[item[0]].name}", file=sys.stderr)
+    return {key: json.loads((out / "report" / "report.json").read_text()) for key, out in runs.items()}
+
+
+def write_doc(args, reports: dict) -> None:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+    lines = [
+        f"## Synthetic benchmark, `{args.preset}` preset: faces seed against model seed",
+        "",
+        (f"Measured {time.strftime('%Y-%m-%d')} on {machine_signature().replace('|', ', ')}, CPU only, one thread per run, "
+         f"{args.jobs} runs side by side. Each row is `dicefer train --preset {args.preset} --seed M data.synthetic_seed=D`: "
+         "rows of one faces seed D share their faces and differ only in the model's initialisation and data order. "
+         "Produced by `benchmarks/seed_spread.py`."),
+        "",
+        ("| faces seed D | model seed M | baseline: test accuracy | identity on its code | DICE-FER: test accuracy | "
+         "identity on E | on whitened E | on the predictions alone | on I | DICE-FER - baseline |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in args.data_seeds:
+        for s in model_seeds(d, args.models):
+            b, f = reports[("supervised", d, s)], reports[("dicefer", d, s)]
+            bd, fd = b["disentanglement"], f["disentanglement"]
+            lines.append(f"| {d} | {s} | {b['test']['accuracy']:.3f} | {fmt(bd['identity_probe_accuracy_E'])} | "
+                         f"{f['test']['accuracy']:.3f} | {fmt(fd['identity_probe_accuracy_E'])} | "
+                         f"{fmt(fd['identity_probe_whitened_E'])} | {fmt(fd['identity_probe_predictions'])} | "
+                         f"{fmt(fd['identity_probe_accuracy_I'])} | {f['test']['accuracy'] - b['test']['accuracy']:+.3f} |")
+    lines += ["", "Per set of faces, over its model seeds (mean, and min to max):", "",
+              "| faces seed D | baseline: test accuracy | DICE-FER: test accuracy | DICE-FER - baseline | identity on E |",
+              "|---|---|---|---|---|"]
+    for d in args.data_seeds:
+        seeds = model_seeds(d, args.models)
+        acc = {m: [reports[(m, d, s)]["test"]["accuracy"] for s in seeds] for m in METHODS}
+        gap = [f - b for f, b in zip(acc["dicefer"], acc["supervised"])]
+        ident = [reports[("dicefer", d, s)]["disentanglement"]["identity_probe_accuracy_E"] for s in seeds]
+        spread = lambda v, sign="": f"{statistics.mean(v):{sign}.3f} ({min(v):{sign}.3f} to {max(v):{sign}.3f})"
+        lines.append(f"| {d} | {spread(acc['supervised'])} | {spread(acc['dicefer'])} | {spread(gap, '+')} | "
+                     f"{spread(ident) if None not in ident else 'n/a'} |")
+    write_block(f"seed-spread-{args.preset}", lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-seeds", type=int, nargs="+", required=True, help="faces seeds (data.synthetic_seed)")
+    parser.add_argument("--models", type=int, default=4, help="model seeds per faces seed D: D, D + 10, D + 20, ...")
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "seed-spread", help="where runs go, and are reused from")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    args = parser.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    write_doc(args, run_all(args))
+
+
+if __name__ == "__main__":
+    main()
