@@ -10,7 +10,9 @@ difference DICE-FER minus baseline, to docs/benchmarks.md.
         [--runs runs/seed-spread] [--jobs 2]
 
 Runs go to RUNS/{method}-d{D}-m{M} with one thread each, `--jobs` side by side; finished runs
-(report.json present) are read, not retrained, so the script can be stopped and run again.
+(report.json present) are read, not retrained, so the script can be stopped and run again. Over
+every (D, M) pair it also gives the mean paired difference with a 95 % t-interval, and plots each
+run's accuracy and identity on E to docs/seed-spread-{preset}.png.
 """
 from __future__ import annotations
 
@@ -23,7 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot is imported: no display needed
+import matplotlib.pyplot as plt
 from demo_benchmark import ROOT, write_block
+from scipy import stats
 
 from dicefer.models.cpu_conv import machine_signature
 
@@ -92,7 +99,55 @@ def write_doc(args, reports: dict) -> None:
         spread = lambda v, sign="": f"{statistics.mean(v):{sign}.3f} ({min(v):{sign}.3f} to {max(v):{sign}.3f})"
         lines.append(f"| {d} | {spread(acc['supervised'])} | {spread(acc['dicefer'])} | {spread(gap, '+')} | "
                      f"{spread(ident) if None not in ident else 'n/a'} |")
+    gaps = [reports[("dicefer", d, s)]["test"]["accuracy"] - reports[("supervised", d, s)]["test"]["accuracy"]
+            for d in args.data_seeds for s in model_seeds(d, args.models)]
+    lines += ["", paired_summary(gaps)]
+    figure = plot_spread(args, reports)
+    lines += ["", f"![Each run's test accuracy and identity on E]({figure.relative_to(ROOT / 'docs')})"]
     write_block(f"seed-spread-{args.preset}", lines)
+
+
+def paired_summary(gaps: list[float]) -> str:
+    """Mean paired difference over every run pair, with a 95 % t-interval (pairs taken as independent)."""
+    mean = statistics.mean(gaps)
+    if len(gaps) < 2:
+        return f"One pair: DICE-FER - baseline = {mean:+.3f}."
+    half = stats.t.ppf(0.975, len(gaps) - 1) * statistics.stdev(gaps) / len(gaps) ** 0.5
+    wins = sum(g > 0 for g in gaps)
+    return (f"Over all {len(gaps)} pairs: DICE-FER - baseline = {mean:+.3f} on average, 95 % t-interval "
+            f"{mean - half:+.3f} to {mean + half:+.3f}; DICE-FER ahead in {wins} of {len(gaps)}.")
+
+
+def plot_spread(args, reports: dict) -> Path:
+    """Per faces seed: each model seed's accuracy for both methods (joined by pair), then identity on the codes."""
+    chance = next(iter(reports.values()))["disentanglement"]["chance_identity"]
+    fig, axes = plt.subplots(2, len(args.data_seeds), figsize=(3.2 * len(args.data_seeds), 5.6), sharey="row",
+                             squeeze=False)
+    colours = {"supervised": "tab:gray", "dicefer": "tab:blue"}
+    for col, d in enumerate(args.data_seeds):
+        seeds = model_seeds(d, args.models)
+        for row, read in enumerate((lambda r: r["test"]["accuracy"],
+                                    lambda r: r["disentanglement"]["identity_probe_accuracy_E"])):
+            ax = axes[row, col]
+            values = {m: [read(reports[(m, d, s)]) for s in seeds] for m in METHODS}
+            for x, pair in enumerate(zip(values["supervised"], values["dicefer"])):
+                ax.plot([x - 0.1, x + 0.1], pair, color="lightgray", zorder=1)
+            for m, offset in (("supervised", -0.1), ("dicefer", 0.1)):
+                ax.scatter([x + offset for x in range(len(seeds))], values[m], color=colours[m], zorder=2,
+                           label="baseline" if m == "supervised" else "DICE-FER")
+            ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
+            ax.set_xlabel(f"model seed (faces seed {d})")
+            if row == 1 and chance is not None:
+                ax.axhline(chance + 0.10, color="tab:red", linestyle="--", linewidth=1, label="chance + 0.10")
+        axes[0, col].set_title(f"faces seed {d}")
+    axes[0, 0].set_ylabel("test accuracy (unseen identities)")
+    axes[1, 0].set_ylabel("identity probe on the code")
+    axes[1, 0].legend(fontsize=8)
+    fig.tight_layout()
+    path = ROOT / "docs" / f"seed-spread-{args.preset}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
