@@ -21,6 +21,21 @@ def test_paper_defaults():
     assert (cfg.stage1.lr, cfg.batch_size, cfg.model.code_dim, cfg.data.size) == (1e-4, 32, 64, 112)
 
 
+def test_paper_preset_is_the_papers_recipe_and_nothing_else():
+    cfg = build_config("paper")
+    assert (cfg.mi.estimator, cfg.stage1.global_critic, cfg.stage1.positives) == ("dv", "features", "pair")
+    assert cfg.stage1.l1_after_mi is None and cfg.stage1.l1_scale == "raw"  # the raw L1 from the first step
+    assert (cfg.stage1.ce_weight, cfg.stage1.variance_weight, cfg.stage3.finetune_epochs) == (0.0, 0.0, 0)
+    assert (cfg.stage2.lr, cfg.lr_schedule, cfg.model.classifier_dropout, cfg.data.augment) == (1e-4, "constant", 0.0, "paper")
+    assert cfg.data.grayscale and cfg.data.whiten and cfg.model.maxpool
+
+
+def test_real_cpu_preset_is_48px_and_keeps_the_frozen_code():
+    cfg = build_config("real-cpu", None, ["data.spec=fer2013:/nowhere"])
+    assert cfg.data.size == 48 and cfg.stage3.finetune_epochs == 0 and cfg.stage1.l1_scale == "raw"
+    assert cfg.supervised_epochs() == cfg.stage1.epochs + cfg.stage2.epochs
+
+
 def test_demo_paper_is_the_demo_with_the_papers_objectives():
     demo, paper_recipe, defaults = build_config("demo"), build_config("demo-paper"), build_config(None)
     assert paper_recipe.data == demo.data and paper_recipe.stage1.lr == demo.stage1.lr

@@ -6,7 +6,6 @@ someone else can never execute code.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .config import TrainConfig, from_dict, to_dict, validate
+from .config import TrainConfig, from_dict, to_dict
 from .data.base import CLASSES
 from .errors import RunError
 from .models.encoders import Encoder
@@ -59,21 +58,6 @@ def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stag
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     """RUN/config.yaml: the resolved config, for people to read and for --resume."""
     (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def set_test_blur(run_dir: Path, sigma: float) -> None:
-    """Make `sigma` the run's data.test_blur, in its weights' metadata and in config.yaml, so that
-    evaluation, predict and export use it from then on. The weights stay as trained: test_blur
-    changes only how evaluated faces are preprocessed."""
-    run = LoadedRun(run_dir)
-    cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, test_blur=sigma))
-    validate(cfg)
-    path = Path(run_dir) / MODEL_FILE
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta | {"config": json.dumps(to_dict(cfg))}))
-    save_config(run_dir, cfg)
 
 
 class LoadedRun:

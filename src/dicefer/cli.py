@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=tuple(PRESETS),
                    help="smoke: 25-60 s on 2 CPU cores, for tests; demo (default): < 10 min on 2 CPU cores, the paper's method "
                         "with the options that make it work from random weights (README); demo-paper: the demo's data with "
-                        "the paper's recipe (2 min); paper: the paper's settings (112x112, lr 1e-4; GPU advised)")
+                        "the paper's objectives (2 min); real-cpu: real datasets such as fer2013:PATH on a CPU (48x48, about 50 min "
+                        "on 2 cores); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised)")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
@@ -74,10 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "(report.md, report.json, confusion matrices, embedding plot).")
     e.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
     e.add_argument("--data", metavar="SPEC", help="evaluate on another dataset than the one trained on")
-    e.add_argument("--test-blur", type=float, metavar="SIGMA",
-                   help="blur evaluated faces by a Gaussian of SIGMA pixels before the encoder, for a run trained on "
-                   "blurrier faces (`dicefer train` warns when they are), and keep SIGMA as the run's data.test_blur, "
-                   "which predict and export then use; 0 turns it off. Tune it on a validation split")
     add_predict_parser(sub)
     add_export_parser(sub)
     return parser
@@ -188,7 +185,7 @@ def clear_run(out: Path) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.data, args.test_blur)
+    report = evaluate_run(args.run, args.data)
     print_summary(report, args.run)
     return 0
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import LoadedRun, set_test_blur
+from .checkpoint import LoadedRun
 from .config import TrainConfig
 from .data.base import CONTEMPT
-from .data.sharpness import blur_gap
 from .data.torch_datasets import Faces, resize_all
 from .data.transforms import Preprocess
 from .datasets import load_dataset
@@ -23,10 +22,8 @@ from .report import write_report
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
 
-def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float | None = None) -> dict:
-    """Score the run and write RUN/report/; `test_blur` first becomes the run's data.test_blur (set_test_blur)."""
-    if test_blur is not None:
-        set_test_blur(run_dir, test_blur)
+def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
+    """Score the run (on `data_spec` if given, else the dataset it trained on) and write RUN/report/."""
     run = LoadedRun(run_dir)
     cfg: TrainConfig = run.config
     if data_spec:
@@ -39,7 +36,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float |
 
     def codes_of(faces, module: str) -> np.ndarray:
         images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
-        preprocess = Preprocess.for_evaluation(cfg.data, training_images=faces is train_set)
+        preprocess = Preprocess.for_evaluation(cfg.data)
         return encode(run[module], Faces(images, faces.expression, preprocess))
 
     def predictions(codes: np.ndarray) -> np.ndarray:
@@ -59,9 +56,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, test_blur: float |
         "train": classification_metrics(train_set.expression, predictions(e_train), classes),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed,
                                            np.eye(len(classes))[predicted]),
-        "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg),
-                "training_faces_blurrier_by_sigma": blur_gap(train_set.images, test_set.images),
-                "test_blur": cfg.data.test_blur},
+        "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg)},
     }
     write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,
                  identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl")

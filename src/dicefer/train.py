@@ -36,7 +36,6 @@ from .checkpoint import (
     save_model,
 )
 from .config import TrainConfig, to_dict
-from .data import sharpness
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
 from .data.transforms import Preprocess
@@ -82,8 +81,6 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
     if proc.is_main and not resume:
-        if warning := sharpness.advice(sharpness.blur_gap(train_set.images, test_set.images), cfg.data.test_blur):
-            logger.warning("%s", warning)
         out.mkdir(parents=True, exist_ok=True)
         save_config(out, cfg)
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
@@ -197,7 +194,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     enc_i.eval()
 
     # ---------------- Stage 3: classifier on the frozen expression code ----------------
-    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data, training_images=True)), device=device))
+    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
     classifier.fit_standardisation(codes)
     opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
     code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,

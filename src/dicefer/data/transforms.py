@@ -1,7 +1,6 @@
 """Preprocessing shared by training, evaluation and inference, and the paper's augmentation."""
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -45,13 +44,6 @@ def whiten(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian low-pass of `sigma` pixels (kernel 3 sigma each way, within the image; reflected edges)."""
-    limit = 2 * min(x.shape[-2:]) - 1  # reflection padding must stay inside the image
-    kernel = min(2 * math.ceil(3 * sigma) + 1, limit if limit % 2 else limit - 1)
-    return F.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
-
-
 def paper_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     """A rotation from -15..15 degrees in 5-degree steps, with or without a horizontal flip."""
     angle = rng.choice(PAPER_ANGLES)
@@ -73,23 +65,21 @@ class Preprocess:
     """What every image goes through on its way to the network, built from data.* settings.
 
     augment: 'paper' (rotation + flip), 'flip' (horizontal flip only) or 'none'; crop_padding > 0
-    adds a random crop; whiten: per-image whitening (the paper) or a plain scale to [-1, 1];
-    blur: a Gaussian low-pass (sigma, pixels) for faces sharper than the training images (data.test_blur).
+    adds a random crop; whiten: per-image whitening (the paper) or a plain scale to [-1, 1].
     """
 
     augment: str = "none"
     crop_padding: int = 0
     whiten: bool = True
-    blur: float = 0.0
 
     @classmethod
     def for_training(cls, data) -> Preprocess:
         return cls(data.augment, data.crop_padding, data.whiten)
 
     @classmethod
-    def for_evaluation(cls, data, training_images: bool = False) -> Preprocess:
-        """No augmentation; data.test_blur applies to every face but the training images themselves."""
-        return cls("none", 0, data.whiten, 0.0 if training_images else data.test_blur)
+    def for_evaluation(cls, data) -> Preprocess:
+        """No augmentation: the faces as they are, scaled as in training."""
+        return cls("none", 0, data.whiten)
 
     def __call__(self, x: torch.Tensor, rng: random.Random | None) -> torch.Tensor:
         """float (C, H, W) in [0, 1] (or a batch of them) -> the network's input; rng is used only by augmentation."""
@@ -99,6 +89,4 @@ class Preprocess:
             x = paper_augment(x, rng)
         elif self.augment == "flip" and rng.random() < 0.5:
             x = F.horizontal_flip(x)
-        if self.blur:
-            x = gaussian_blur(x, self.blur)
         return whiten(x) if self.whiten else x * 2 - 1

@@ -36,8 +36,7 @@ class TorchBackend:
     def __init__(self, run: LoadedRun) -> None:
         if "classifier" not in run.modules or "expression" not in run.modules:
             raise RunError(f"{run.dir} has no trained classifier (stage '{run.stage}'): finish its training first")
-        self.spec = InputSpec(run.config.data.size, run.config.data.grayscale, run.classes, run.config.data.whiten,
-                              run.config.data.test_blur)
+        self.spec = InputSpec(run.config.data.size, run.config.data.grayscale, run.classes, run.config.data.whiten)
         self.model = fuse(ExpressionModel(run["expression"], run["classifier"]).eval())
         identity = run.modules.get("identity")
         self.identity_encoder = None if identity is None else fuse(identity.eval())

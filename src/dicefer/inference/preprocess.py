@@ -23,7 +23,6 @@ class InputSpec:
     grayscale: bool
     classes: tuple[str, ...]
     whiten: bool = True  # data.whiten: per-image whitening, or a plain scale to [-1, 1]
-    blur: float = 0.0    # data.test_blur: Gaussian sigma (pixels at size) for faces sharper than the training images
 
     @property
     def channels(self) -> int:
@@ -32,7 +31,7 @@ class InputSpec:
     def batch(self, crops: list[np.ndarray]) -> torch.Tensor:
         """uint8 crops (H, W) or (H, W, 3) of any size -> float32 (N, C, size, size), as evaluation feeds them."""
         x = torch.stack([to_uint8_input(self._channels(c), self.size) for c in crops])
-        return Preprocess("none", 0, self.whiten, self.blur)(x.float().div_(255.0), rng=None)
+        return Preprocess("none", 0, self.whiten)(x.float().div_(255.0), rng=None)
 
     def _channels(self, crop: np.ndarray) -> np.ndarray:
         if self.grayscale:
@@ -41,17 +40,15 @@ class InputSpec:
 
     def to_metadata(self) -> dict[str, str]:
         return {"input_size": str(self.size), "grayscale": json.dumps(self.grayscale), "channels": str(self.channels),
-                "classes": json.dumps(list(self.classes)), "whiten": json.dumps(self.whiten), "blur": str(self.blur),
+                "classes": json.dumps(list(self.classes)), "whiten": json.dumps(self.whiten),
                 "preprocessing": "face crop -> ITU-R 601 luma if grayscale -> antialiased resize to input_size, "
                                  "rounded to uint8 -> /255 -> "
-                                 + (f"Gaussian blur sigma {self.blur:g} (kernel 2*ceil(3 sigma)+1, reflected edges) -> "
-                                    if self.blur else "")
                                  + ("per-image whitening (x - mean) / max(std, 1/255)" if self.whiten else "x * 2 - 1")}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> InputSpec:
         return cls(int(meta["input_size"]), json.loads(meta["grayscale"]), tuple(json.loads(meta["classes"])),
-                   json.loads(meta.get("whiten", "true")), float(meta.get("blur", "0")))
+                   json.loads(meta.get("whiten", "true")))
 
 
 def square_crop(image: np.ndarray, box: Box, margin: float) -> np.ndarray:

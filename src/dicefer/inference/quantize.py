@@ -42,7 +42,7 @@ def run_faces(run: LoadedRun, split: str, n: int, seed: int) -> tuple[np.ndarray
     faces = load_dataset(cfg, progress=False)[0 if split == "train" else 1]
     keep = np.sort(np.random.default_rng(seed).permutation(len(faces.expression))[:n])
     images = resize_all(faces, cfg.data.size, cfg.data.grayscale)[keep]
-    dataset = Faces(images, faces.expression[keep], Preprocess.for_evaluation(cfg.data, split == "train"))
+    dataset = Faces(images, faces.expression[keep], Preprocess.for_evaluation(cfg.data))
     return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), faces.expression[keep]
 
 
