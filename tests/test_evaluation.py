@@ -13,6 +13,7 @@ from dicefer.evaluate import disentanglement
 from dicefer.evaluation import (
     classification_metrics,
     embedding_2d,
+    group_mutual_information_gap,
     identity_probe,
     mutual_information_gap,
 )
@@ -201,3 +202,51 @@ def test_write_report_without_codes_or_log_writes_only_confusion_figures(tmp_pat
     write_report(tmp_path, report, metrics_log=tmp_path / "missing.jsonl")
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["confusion_test.png", "confusion_train.png"]
     assert "embedding.png" not in (tmp_path / "report.md").read_text()
+
+
+def _groups(expression: np.ndarray, identity: np.ndarray, rng: np.random.Generator,
+            one_hot: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """E encodes the expression alone, I the identity alone: one-hot (what a linear probe reads fully)
+    or as the value of one dimension (what the per-dimension MIG reads), plus noise dimensions."""
+    def code(factor: np.ndarray) -> np.ndarray:
+        signal = np.eye(factor.max() + 1)[factor] if one_hot else factor[:, None].astype(float)
+        noisy = signal + rng.normal(scale=0.1, size=signal.shape)
+        return np.concatenate([noisy, rng.normal(size=(len(factor), 6))], axis=1)
+    return code(expression), code(identity)
+
+
+def test_group_mig_near_one_when_each_group_carries_its_own_factor():
+    rng = np.random.default_rng(2)
+    expression, identity = rng.integers(0, 7, 1500), rng.integers(0, 10, 1500)
+    e, i = _groups(expression, identity, rng)
+    result = group_mutual_information_gap({"E": e, "I": i}, {"expression": expression, "identity": identity})
+    assert result["mig_group"] > 0.8
+    assert result["per_factor"]["expression"]["mi_E"] > 0.8 * result["per_factor"]["expression"]["entropy"]
+    assert result["per_factor"]["expression"]["mi_I"] < 0.05
+
+
+def test_group_mig_near_zero_when_both_groups_carry_the_factor():
+    rng = np.random.default_rng(3)
+    expression, identity = rng.integers(0, 7, 1500), rng.integers(0, 10, 1500)
+    e, _ = _groups(expression, identity, rng)
+    twin, _ = _groups(expression, identity, rng)
+    result = group_mutual_information_gap({"E": e, "I": twin}, {"expression": expression})
+    assert result["mig_group"] < 0.1
+
+
+def test_group_mig_ignores_rotations_within_a_group_while_the_standard_mig_does_not():
+    rng = np.random.default_rng(4)
+    expression, identity = rng.integers(0, 7, 1500), rng.integers(0, 10, 1500)
+    e, i = _groups(expression, identity, rng, one_hot=False)
+    rotate = lambda x: x @ np.linalg.qr(rng.normal(size=(x.shape[1], x.shape[1])))[0]
+    factors = {"expression": expression, "identity": identity}
+    plain = group_mutual_information_gap({"E": e, "I": i}, factors)["mig_group"]
+    rotated = group_mutual_information_gap({"E": rotate(e), "I": rotate(i)}, factors)["mig_group"]
+    assert abs(plain - rotated) < 0.05
+    standard = lambda a, b: mutual_information_gap(np.concatenate([a, b], axis=1), factors)["mig"]
+    assert standard(e, i) > 0.5 and standard(rotate(e), rotate(i)) < standard(e, i) - 0.3
+
+
+def test_group_mig_needs_two_groups():
+    with pytest.raises(ValueError, match="two groups"):
+        group_mutual_information_gap({"E": np.zeros((10, 2))}, {"expression": np.arange(10) % 2})

@@ -16,7 +16,7 @@ from .data.transforms import Preprocess
 from .datasets import load_dataset
 from .engine import encode
 from .errors import RunError
-from .evaluation import classification_metrics, identity_probe, mutual_information_gap
+from .evaluation import classification_metrics, group_mutual_information_gap, identity_probe, mutual_information_gap
 from .report import write_report
 
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
@@ -65,14 +65,18 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
 
 def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identity: np.ndarray | None, seed: int,
                      predicted: np.ndarray | None = None) -> dict:
-    """MIG over (expression, identity) and linear identity probes, on the test identities' images.
+    """MIG over (expression, identity), group MIG (E and I as two latents, over the factors the dataset
+    labels; none for a method without I) and linear identity probes, on the test identities' images.
 
     `predicted` (one-hot predicted expressions) gets the same probe: a classifier's mistakes depend
     on the person (one face's neutral reads as sad, every time), so its decisions alone carry some
     identity, and a code that yields those decisions can hardly read less (docs/method-notes.md).
     """
+    factors = {"expression": expression} if identity is None else {"expression": expression, "identity": identity}
+    group = group_mutual_information_gap(codes, factors, seed) if len(codes) > 1 else None
+    grouped = {"mig_group": group and group["mig_group"], "mig_group_per_factor": group and group["per_factor"]}
     if identity is None:
-        return {"mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
+        return {**grouped, "mig": None, "identity_probe_accuracy_E": None, "identity_probe_accuracy_I": None,
                 "identity_probe_whitened_E": None, "identity_probe_whitened_I": None, "identity_probe_predictions": None,
                 "identity_probe_sd": None, "identity_probe_fits": None, "chance_identity": None, "note": "the dataset has no identity labels, so identity cannot be measured"}
     mig = mutual_information_gap(np.concatenate(list(codes.values()), axis=1),
@@ -80,7 +84,7 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
     probes = {(name, whiten): identity_probe(code, identity, seed, whiten) for name, code in codes.items() for whiten in (False, True)}
     read = lambda name, whiten: probes[name, whiten]["accuracy"] if (name, whiten) in probes else None
     out = {
-        "mig": mig["mig"], "mig_per_factor": mig["per_factor"],
+        "mig": mig["mig"], "mig_per_factor": mig["per_factor"], **grouped,
         "identity_probe_accuracy_E": read("E", False),
         "identity_probe_accuracy_I": read("I", False),
         "identity_probe_whitened_E": read("E", True),

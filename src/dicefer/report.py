@@ -123,6 +123,8 @@ def _disentanglement(d: dict) -> list[str]:
 
     rows: list[list[object]] = [["MIG", d.get("mig")]]
     rows += [[f"MIG ({name})", value] for name, value in (d.get("mig_per_factor") or {}).items()]
+    rows += [["Group MIG (E and I as two latents)", d.get("mig_group")]]
+    rows += [[f"Group MIG ({name})", f["gap"]] for name, f in (d.get("mig_group_per_factor") or {}).items()]
     rows += [
         ["Identity probe accuracy on E (lower is better)", probe("identity_probe_accuracy_E", "E")],
         ["Identity probe accuracy on I (higher is better)", probe("identity_probe_accuracy_I", "I")],
