@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=tuple(PRESETS),
                    help="smoke: 25-60 s on 2 CPU cores, for tests; demo (default): < 10 min on 2 CPU cores, the paper's method "
                         "with the options that make it work from random weights (README); demo-paper: the demo's data with "
-                        "the paper's objectives (2 min); real-cpu: real datasets such as fer2013:PATH on a CPU (48x48, about 50 min "
-                        "on 2 cores); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised)")
+                        "the paper's objectives (2 min); real-cpu: real datasets such as fer2013:PATH on a CPU "
+                        "(48x48, a cosine schedule); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised)")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
