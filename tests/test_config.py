@@ -33,7 +33,7 @@ def test_paper_preset_is_the_papers_recipe_and_nothing_else():
 def test_real_cpu_preset_is_48px_and_keeps_the_frozen_code():
     cfg = build_config("real-cpu", None, ["data.spec=fer2013:/nowhere"])
     assert cfg.data.size == 48 and cfg.stage3.finetune_epochs == 0 and cfg.stage1.l1_scale == "raw"
-    assert cfg.supervised_epochs() == cfg.stage1.epochs + cfg.stage2.epochs
+    assert cfg.supervised_epochs() == cfg.stage1.epochs + cfg.stage2.epochs  # as many steps of 64 images
 
 
 def test_demo_paper_is_the_demo_with_the_papers_objectives():

@@ -144,3 +144,17 @@ def test_non_finite_loss_names_stage_step_and_term():
     with pytest.raises(NonFiniteLoss, match=r"stage2, epoch 4, step 1: 'mi_global' is -inf"):
         train_one_epoch(step, [(torch.tensor(3.0),), (torch.tensor(1.0),)], "stage2", 4, lambda b: 1, False)
     assert model.w.item() == pytest.approx(0.7)  # the first step was taken, the diverged one was not
+
+
+def test_monitoring_scores_every_epoch_and_leaves_training_unchanged(tmp_path):
+    """`monitor` logs eval accuracy after each epoch that has a classifier; the weights, the report and
+    every other logged value match an unmonitored run, and the last score is the report's accuracy."""
+    ce = [*TINY, "stage1.ce_weight=1", "checkpoint_steps=0"]
+    assert main(["train", "--out", str(tmp_path / "plain"), *ce]) == 0
+    assert main(["train", "--out", str(tmp_path / "monitored"), *ce, "monitor=true"]) == 0
+    plain, monitored = outcome(tmp_path / "plain"), outcome(tmp_path / "monitored")
+    scored = [(row["stage"], row.pop("eval_accuracy"), row.pop("wall_clock")) for row in monitored[1] if "eval_accuracy" in row]
+    assert monitored == plain
+    assert [s for s, _, _ in scored] == ["stage1", "stage1", "stage3"]
+    assert scored[-1][1] == pytest.approx(plain[0]["test"]["accuracy"], abs=1e-6)  # the log keeps 6 decimals
+    assert all(0 <= acc <= 1 for _, acc, _ in scored) and scored[0][2] <= scored[1][2] <= scored[2][2]

@@ -151,9 +151,11 @@ class StageRunner:
         self.completed: list[str] = list(resume["completed"]) if resume else []
 
     def run(self, stage: str, epochs: int, step: Step, loader: DataLoader, images_per_batch: Callable[[tuple], int],
-            state: dict[str, Stateful], every_epoch: bool = True) -> None:
+            state: dict[str, Stateful], every_epoch: bool = True,
+            monitor: Callable[[], dict[str, float]] | None = None) -> None:
         """every_epoch=False checkpoints only at the stage's end (and on a stop request): for stages whose
-        epochs take seconds, where writing the whole state after each would cost more than the epoch."""
+        epochs take seconds, where writing the whole state after each would cost more than the epoch.
+        `monitor` adds its values to the epoch's line of metrics.jsonl (when the epoch is checkpointed)."""
         if stage in self.completed:  # finished before the checkpoint being resumed: take its results
             for name, obj in state.items():
                 if name in self.resume["state"]:
@@ -189,6 +191,8 @@ class StageRunner:
                                      autocast=self.autocast, after_step=after_step, length=len(loader),
                                      before_step=before_step)
             means = totals.means(self.proc)
+            if monitor and (every_epoch or epoch + 1 == epochs):
+                means.update(monitor())
             self.log.write(stage, epoch, means)
             if self.show_progress and (every_epoch or epoch + 1 == epochs):
                 tqdm.write(epoch_summary(stage, epoch, epochs, means))

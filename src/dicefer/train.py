@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class EvalMonitor:
+    """Accuracy on the evaluation split after an epoch (`monitor`), for curves of accuracy against
+    wall-clock time. It draws no random numbers, so a monitored run trains exactly as an unmonitored
+    one; it never chooses a model."""
+
+    def __init__(self, faces, cfg: TrainConfig, device: torch.device) -> None:
+        images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
+        self.faces = Faces(images, faces.expression, Preprocess.for_evaluation(cfg.data))
+        self.device = device
+
+    def __call__(self, encoder: Encoder, head: torch.nn.Module) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[]):
+            logits = encode(torch.nn.Sequential(_FirstOutput(encoder), head), self.faces, device=self.device)
+        correct = logits.argmax(1) == self.faces.labels.numpy()
+        return {"eval_accuracy": float(correct.mean()), "wall_clock": time.time()}
+
+
+class _FirstOutput(torch.nn.Module):
+    """An encoder's code without its feature map."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)[0]
 
 
 def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool = False) -> dict | None:
@@ -112,6 +141,11 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
     channels = images.shape[1]
     augment = Preprocess.for_training(cfg.data)
+    monitor = EvalMonitor(test_set, cfg, device) if cfg.monitor and proc.is_main else None
+
+    def scored(encoder: Encoder, head: torch.nn.Module):
+        """What a stage's epochs add to metrics.jsonl with `monitor` on: val accuracy through `head`."""
+        return (lambda: monitor(encoder, head)) if monitor else None
     data_seed = cfg.seed + proc.rank  # each rank draws its own augmentations
 
     def loader(dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, generator=None) -> DataLoader:
@@ -144,7 +178,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
             return [(loss, opt)], logs
 
         runner.run("supervised", cfg.supervised_epochs(), sup_step, faces, lambda b: len(b[0]),
-                   {"expression": enc_e, "classifier": classifier, "supervised.opt": opt})
+                   {"expression": enc_e, "classifier": classifier, "supervised.opt": opt}, monitor=scored(enc_e, classifier))
         save({"expression": enc_e, "classifier": classifier}, "supervised")
         return
 
@@ -170,7 +204,8 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return [(loss, opt1)], logs
 
     runner.run("stage1", cfg.stage1.epochs, step1, pairs, per_pair_batch,
-               {"expression": enc_e, "stage1.mi": mi1, "stage1.head": head, "stage1.opt": opt1, "stage1.l1": Attributes(s1, "l1_on")})
+               {"expression": enc_e, "stage1.mi": mi1, "stage1.head": head, "stage1.opt": opt1, "stage1.l1": Attributes(s1, "l1_on")},
+               monitor=scored(enc_e, head) if cfg.stage1.ce_weight else None)
     save({"expression": enc_e}, "stage1")
 
     # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
@@ -209,7 +244,8 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return [(loss, opt3)], {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean())}
 
     runner.run("stage3", cfg.stage3.epochs, step3, code_loader, lambda b: len(b[0]),
-               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3}, every_epoch=False)
+               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "stage3.opt": opt3}, every_epoch=False,
+               monitor=scored(enc_e, classifier))
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "stage3")
     if not cfg.stage3.finetune_epochs:
         return
@@ -227,5 +263,6 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return [(loss, opt_f)], logs
 
     runner.run("finetune", cfg.stage3.finetune_epochs, step_f, pairs, per_pair_batch,
-               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "finetune.opt": opt_f})
+               {"expression": enc_e, "identity": enc_i, "classifier": classifier, "finetune.opt": opt_f},
+               monitor=scored(enc_e, classifier))
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "finetune")
