@@ -26,7 +26,8 @@ from dicefer.data.torch_datasets import Faces, resize_all
 from dicefer.data.transforms import Preprocess, to_tensor, to_uint8_input
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.images import load_image
-from dicefer.inference.preprocess import InputSpec, square_crop
+from dicefer.inference.framing import Framing, square_crop
+from dicefer.inference.preprocess import InputSpec
 
 
 def predict(capsys, *argv: str) -> tuple[int, list[dict], list[str]]:
@@ -228,11 +229,11 @@ def test_preprocessing_is_what_training_fed_the_encoder():
 
 def test_square_crop_pads_at_the_image_edge():
     image = np.arange(100 * 80, dtype=np.uint8).reshape(80, 100)
-    crop = square_crop(image, (0, 10, 20, 10), margin=0.5)  # square side 40, centred at (10, 15)
+    crop = square_crop(image, (0, 10, 20, 10), Framing.from_margin(0.5))  # square side 40, centred at (10, 15)
     assert crop.shape == (40, 40)
     assert (crop[:, :10] == crop[:, 10:11]).all()  # the left edge repeated where the box leaves the image
     assert (crop[5:, 10:] == image[:35, :30]).all()
-    assert square_crop(np.zeros((50, 60, 3), np.uint8), (10, 5, 30, 20), 0.0).shape == (30, 30, 3)
+    assert square_crop(np.zeros((50, 60, 3), np.uint8), (10, 5, 30, 20), Framing()).shape == (30, 30, 3)
 
 
 def test_readme_example_runs(tiny_run, tmp_path, monkeypatch):

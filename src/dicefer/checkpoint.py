@@ -47,9 +47,14 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+EXEMPLARS, EXEMPLARS_KEY = 64, "framing.exemplars"  # uint8 (N, C, S, S) training faces, for inference/framing.py
+
+
 def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,
-               classes: Sequence[str] = CLASSES) -> None:
+               classes: Sequence[str] = CLASSES, exemplars: torch.Tensor | None = None) -> None:
     tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    if exemplars is not None:
+        tensors[EXEMPLARS_KEY] = exemplars.contiguous()
     meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
             "modules": json.dumps(sorted(modules))}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -82,6 +87,8 @@ class LoadedRun:
         self.config = from_dict(json.loads(meta["config"]))
         self.classes = tuple(json.loads(meta["classes"]))
         self.stage = meta.get("stage", "")
+        exemplars = tensors.get(EXEMPLARS_KEY)  # runs written before exemplars were kept have none
+        self.exemplars = None if exemplars is None else exemplars.permute(0, 2, 3, 1).squeeze(3).numpy()
         self.modules = build_inference_modules(self.config, json.loads(meta["modules"]), self.classes)
         for name, module in self.modules.items():
             prefix = f"{name}."

@@ -27,6 +27,7 @@ from . import distributed
 from .accelerator import Accelerator, adam
 from .checkpoint import (
     CHECKPOINT_FILE,
+    EXEMPLARS,
     MODEL_FILE,
     Attributes,
     GeneratorState,
@@ -135,11 +136,14 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
 
     def save(modules: dict[str, torch.nn.Module], stage: str) -> None:
         if proc.is_main:
-            save_model(out / MODEL_FILE, modules, cfg, stage, train_set.classes)
+            save_model(out / MODEL_FILE, modules, cfg, stage, train_set.classes, exemplars)
 
     # ---------------- data ----------------
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
     channels = images.shape[1]
+    # A few training faces as they were fed, so that predict can frame detections like them; drawn
+    # with their own generator, so that training draws the same random numbers with or without them.
+    exemplars = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:EXEMPLARS]]
     augment = Preprocess.for_training(cfg.data)
     monitor = EvalMonitor(test_set, cfg, device) if cfg.monitor and proc.is_main else None
 

@@ -3,6 +3,8 @@ ONNX export with onnxruntime. Both take whitened float32 (N, C, S, S) and give c
 probabilities and expression codes, so the recogniser does not care which one it holds."""
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ class TorchBackend:
         self.model = fuse(ExpressionModel(run["expression"], run["classifier"]).eval())
         identity = run.modules.get("identity")
         self.identity_encoder = None if identity is None else fuse(identity.eval())
+        self.exemplars = run.exemplars
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +76,7 @@ class OnnxBackend:
         if "input_size" not in meta:
             raise UserError(f"{path} has no dicefer metadata (input_size, classes): export it with `dicefer export`")
         self.spec = InputSpec.from_metadata(meta)
+        self.exemplars = exemplars_from_metadata(meta)
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         probabilities, code = self.session.run(list(OUTPUTS), {INPUT: x.numpy()})
@@ -80,6 +84,21 @@ class OnnxBackend:
 
     def identity(self, x: torch.Tensor) -> np.ndarray | None:
         return None
+
+
+def exemplars_to_metadata(exemplars: np.ndarray | None) -> dict[str, str]:
+    """The run's exemplar faces in an ONNX export's metadata (raw uint8 bytes, base64), for framing."""
+    if exemplars is None:
+        return {}
+    return {"exemplars_shape": json.dumps(list(exemplars.shape)),
+            "exemplars": base64.b64encode(np.ascontiguousarray(exemplars, dtype=np.uint8).tobytes()).decode("ascii")}
+
+
+def exemplars_from_metadata(meta: dict[str, str]) -> np.ndarray | None:
+    if "exemplars" not in meta:
+        return None
+    shape = json.loads(meta["exemplars_shape"])
+    return np.frombuffer(base64.b64decode(meta["exemplars"]), dtype=np.uint8).reshape(shape)
 
 
 def import_onnxruntime():

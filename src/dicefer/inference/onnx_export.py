@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from ..checkpoint import LoadedRun, atomic_write
 from ..errors import UserError
-from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, import_onnxruntime
+from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, exemplars_to_metadata, import_onnxruntime
 from .dense_convs import densify_small_maps
 
 OPSET = 17
@@ -48,7 +48,7 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
     model = onnx.load_from_string(buffer.getvalue())
     meta = spec.to_metadata() | {"dicefer_version": __version__, "source_run": str(run_dir),
                                  "method": run.config.method, "stage": run.stage,
-                                 "dense_convs": str(dense_convs)}
+                                 "dense_convs": str(dense_convs)} | exemplars_to_metadata(backend.exemplars)
     onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))

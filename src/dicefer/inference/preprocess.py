@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..data.transforms import Preprocess, to_luma, to_uint8_input
-from .detectors import Box
 
 
 @dataclass(frozen=True)
@@ -50,18 +49,3 @@ class InputSpec:
         return cls(int(meta["input_size"]), json.loads(meta["grayscale"]), tuple(json.loads(meta["classes"])),
                    json.loads(meta.get("whiten", "true")))
 
-
-def square_crop(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """The box made square about its centre and grown by `margin` of its side on every side, as
-    training faces are square; where that leaves the image, its edge pixels are repeated."""
-    x, y, w, h = box
-    side = max(1, round(max(w, h) * (1 + 2 * margin)))
-    x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
-    height, width = image.shape[:2]
-    crop = image[max(y0, 0):max(min(y0 + side, height), 0), max(x0, 0):max(min(x0 + side, width), 0)]
-    pad = ((max(-y0, 0), max(y0 + side - height, 0)), (max(-x0, 0), max(x0 + side - width, 0)))
-    if crop.size == 0:
-        raise ValueError(f"box {box} lies outside the {width}x{height} image")
-    if any(sum(p) for p in pad):
-        crop = np.pad(crop, pad + ((0, 0),) * (image.ndim - 2), mode="edge")
-    return crop

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,9 +12,9 @@ import numpy as np
 
 from ..checkpoint import LoadedRun
 from .backends import OnnxBackend, TorchBackend
-from .detectors import Box, Detector, HaarDetector, build_detector
+from .detectors import Box, Detector, HaarDetector, WholeImage, build_detector
+from .framing import MIN_FOUND, Framing, calibrate, square_crop
 from .images import ImageLike, load_image
-from .preprocess import square_crop
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,27 @@ class ExpressionRecognizer:
 
     def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector, margin: float | None = None,
                  batch_size: int = 64) -> None:
+        """margin=None frames each detected face like the run's training faces (see framing.py);
+        a number grows the box by that fraction of its side instead."""
         self.backend, self.detector, self.batch_size = backend, detector, batch_size
-        self.margin = detector.margin if margin is None else margin
         self._pool: ThreadPoolExecutor | None = None
+        self.framing = self._framing(margin)
+
+    def _framing(self, margin: float | None) -> Framing:
+        if margin is not None:
+            return Framing.from_margin(margin)
+        if isinstance(self.detector, WholeImage):
+            return Framing()
+        if self.backend.exemplars is None:
+            warnings.warn(f"this model keeps no training faces to frame detections like them (trained before "
+                          f"they were kept): its boxes get the detector's margin {self.detector.margin}", stacklevel=3)
+            return Framing.from_margin(self.detector.margin)
+        framing = calibrate(self.detector, self.backend.exemplars)
+        if framing is None:
+            warnings.warn(f"the detector found fewer than {MIN_FOUND} of the model's {len(self.backend.exemplars)} "
+                          f"training faces: its boxes get its margin {self.detector.margin}", stacklevel=3)
+            return Framing.from_margin(self.detector.margin)
+        return framing
 
     @classmethod
     def from_run(cls, run_dir: str | Path, detector: str = "haar", detector_model: Path | None = None,
@@ -62,7 +81,7 @@ class ExpressionRecognizer:
         """Faces of several images, classified together in batches (faster than one by one)."""
         arrays = [load_image(image) for image in images]
         boxes = self._detect(arrays)
-        crops = [square_crop(a, box, self.margin) for a, found in zip(arrays, boxes) for box in found]
+        crops = [square_crop(a, box, self.framing) for a, found in zip(arrays, boxes) for box in found]
         probabilities = self._probabilities(crops)
         faces, start = [], 0
         for found in boxes:
