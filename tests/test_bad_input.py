@@ -54,8 +54,8 @@ def test_missing_split_folder_names_it_and_the_layout(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [("train_00002.jpg", "line 2: 'train_00002.jpg'; expected an image name and a label"),
-                                          ("train_00002.jpg five", "line 2: 'train_00002.jpg five'"),
-                                          ("train_00002.jpg 9", "line 2: unknown label 9; RAF-DB labels are 1..7"),
+                                          ("train_00002.jpg five", "line 2: unknown label 'five'; RAF-DB labels are 1..7"),
+                                          ("train_00002.jpg 9", "line 2: unknown label '9'; RAF-DB labels are 1..7"),
                                           ("val_00002.jpg 3", "line 2: val_00002.jpg starts with neither train_ nor test_")])
 def test_malformed_or_unknown_rafdb_label_names_file_and_line(tmp_path, bad, message):
     basic = rafdb_tree(tmp_path / "raf", ["train_00001.jpg 1", "test_0001.jpg 2"])

@@ -8,7 +8,6 @@ validation set is AffectNet's evaluation set (there is no public test set).
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -16,8 +15,9 @@ from PIL import Image
 
 from ..config import DataConfig
 from .base import canonical_class, class_list
+from . import numbers
 from .images import UnreadableImage, read_image
-from .listing import DataError, Listing, files_fingerprint
+from .listing import DataError, Listing, csv_rows, files_fingerprint
 
 CSVS = {"train": ("training.csv", "Manually_training.csv"), "val": ("validation.csv", "Manually_validation.csv")}
 LAYOUT = "training.csv and validation.csv (AffectNet's manual annotations) and Manually_Annotated_Images/"
@@ -42,27 +42,25 @@ def load(root: Path, data: DataConfig) -> dict[str, Listing]:
 def _read_csv(path: Path, images: Path, classes: tuple[str, ...], face_box: bool, name: str) -> Listing:
     sources, labels, boxes = [], [], []
     left_out = 0
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        needed = {"subDirectory_filePath", "expression", *BOX}
-        if not needed <= set(reader.fieldnames or ()):
-            raise DataError(f"{path}, line 1: missing columns {', '.join(sorted(needed - set(reader.fieldnames or ())))}; expected {LAYOUT}")
-        for row in reader:
-            line = reader.line_num
-            try:
-                code = int(row["expression"])
-                box = tuple(int(float(row[k])) for k in BOX)
-            except (TypeError, ValueError):
-                raise DataError(f"{path}, line {line}: expression and face box must be numbers; got "
-                                f"{row.get('expression')!r}, {[row.get(k) for k in BOX]}") from None
-            if not 0 <= code <= NOT_EXPRESSIONS[-1]:
-                raise DataError(f"{path}, line {line}: unknown expression {code}; AffectNet's are 0..10")
-            if code in NOT_EXPRESSIONS or canonical_class(CODES[code]) not in classes:
-                left_out += 1
-                continue
-            sources.append(str(images / row["subDirectory_filePath"]))
-            labels.append(classes.index(canonical_class(CODES[code])))
-            boxes.append(box)
+    reader = csv_rows(path)
+    header = next(reader, (1, []))[1]
+    needed = {"subDirectory_filePath", "expression", *BOX}
+    if not needed <= set(header):
+        raise DataError(f"{path}, line 1: missing columns {', '.join(sorted(needed - set(header)))}; expected {LAYOUT}")
+    for line, fields in reader:
+        where = f"{path}, line {line}"
+        if len(fields) < len(header):
+            raise DataError(f"{where}: {len(fields)} fields, fewer than the header's {len(header)}")
+        row = dict(zip(header, fields))
+        code = numbers.integer(row["expression"], where, "expression", 0, NOT_EXPRESSIONS[-1],
+                               "AffectNet's are 0..10")
+        box = tuple(int(numbers.decimal(row[k], where, k)) for k in BOX)
+        if code in NOT_EXPRESSIONS or canonical_class(CODES[code]) not in classes:
+            left_out += 1
+            continue
+        sources.append(str(images / row["subDirectory_filePath"]))
+        labels.append(classes.index(canonical_class(CODES[code])))
+        boxes.append(box)
     if left_out:
         log.info("%s: left out %d images labelled none, uncertain, no-face%s", name, left_out,
                  "" if len(classes) > 7 else " or contempt (data.contempt=false)")

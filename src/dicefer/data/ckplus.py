@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 from ..config import DataConfig
-from . import folder
+from . import folder, numbers
 from .base import canonical_class, class_list
 from .folds import subject_folds
-from .listing import DataError, Listing, image_files
+from .listing import DataError, Listing, image_files, read_text
 
 LAYOUT = ("CK+'s cohn-kanade-images/S005/001/*.png with Emotion/S005/001/*_emotion.txt, "
           "or one folder per class holding files named like S005_001_00000011.png (CK+48)")
@@ -52,19 +52,14 @@ def _class_folders(root: Path) -> tuple[list[str], list[str]]:
 def _sequences(root: Path, peak_frames: int) -> tuple[list[str], list[str]]:
     sources, classes = [], []
     for label_file in sorted((root / "Emotion").glob("*/*/*_emotion.txt")):
-        text = label_file.read_text().strip()
-        try:
-            code = float(text)
-        except ValueError:
-            raise DataError(f"{label_file}, line 1: {text[:40]!r} is not a number; expected one emotion code 1..7") from None
-        if code != int(code) or not 1 <= code <= len(CODES):
-            raise DataError(f"{label_file}, line 1: unknown emotion code {text}; CK+ codes are 1..7 ({', '.join(CODES)})")
+        code = numbers.whole_number(read_text(label_file), f"{label_file}, line 1", "emotion code", 1, len(CODES),
+                                    f"CK+ codes are 1..7 ({', '.join(CODES)})")
         sequence = label_file.parent.relative_to(root / "Emotion")
         frames_dir = root / "cohn-kanade-images" / sequence
         frames = image_files(frames_dir)[0] if frames_dir.is_dir() else []
         if not frames:
             raise DataError(f"{label_file} labels sequence {sequence}, but {frames_dir} holds no frames")
-        cls = canonical_class(CODES[int(code) - 1])
+        cls = canonical_class(CODES[code - 1])
         sources += [str(p) for p in frames[-peak_frames:]]
         classes += [cls] * len(frames[-peak_frames:])
     if not sources:

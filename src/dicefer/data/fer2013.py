@@ -5,17 +5,16 @@ Training / PublicTest / PrivateTest become the splits train / val / test.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..config import DataConfig
-from . import folder
+from . import folder, numbers
 from .base import CLASSES, canonical_class
 from .images import UnreadableImage
-from .listing import DataError, Listing, files_fingerprint
+from .listing import DataError, Listing, csv_rows, files_fingerprint
 
 LAYOUT = "fer2013.csv with columns emotion,pixels,Usage, or train/, optional val/ and test/ with one sub-folder per class"
 EMOTIONS = tuple(CLASSES.index(canonical_class(n)) for n in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))
@@ -36,23 +35,20 @@ def from_csv(path: Path) -> dict[str, Listing]:
     """Labels are read now; pixels only when the decode cache is built (see PixelRows)."""
     rows: dict[str, list[int]] = {s: [] for s in USAGES.values()}
     labels: dict[str, list[int]] = {s: [] for s in USAGES.values()}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if not {"emotion", "pixels", "Usage"} <= set(header):
-            raise DataError(f"{path}, line 1: header {','.join(header) or '(empty)'}; expected {LAYOUT}")
-        col_emotion, col_usage = header.index("emotion"), header.index("Usage")
-        for row in reader:
-            line = reader.line_num
-            if len(row) != len(header):
-                raise DataError(f"{path}, line {line}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
-            emotion, usage = row[col_emotion].strip(), row[col_usage].strip()
-            if not emotion.isdigit() or int(emotion) >= len(EMOTIONS):
-                raise DataError(f"{path}, line {line}: unknown emotion {emotion!r}; FER2013 emotions are 0..6")
-            if usage not in USAGES:
-                raise DataError(f"{path}, line {line}: unknown Usage {usage!r}; expected one of {', '.join(USAGES)}")
-            rows[USAGES[usage]].append(line)
-            labels[USAGES[usage]].append(EMOTIONS[int(emotion)])
+    reader = csv_rows(path)
+    header = [h.strip() for h in next(reader, (1, []))[1]]
+    if not {"emotion", "pixels", "Usage"} <= set(header):
+        raise DataError(f"{path}, line 1: header {','.join(header)[:80] or '(empty)'}; expected {LAYOUT}")
+    col_emotion, col_usage = header.index("emotion"), header.index("Usage")
+    for line, row in reader:
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {line}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
+        emotion, usage = row[col_emotion].strip(), row[col_usage].strip()
+        code = numbers.integer(emotion, f"{path}, line {line}", "emotion", 0, len(EMOTIONS) - 1, "FER2013 emotions are 0..6")
+        if usage not in USAGES:
+            raise DataError(f"{path}, line {line}: unknown Usage {usage!r}; expected one of {', '.join(USAGES)}")
+        rows[USAGES[usage]].append(line)
+        labels[USAGES[usage]].append(EMOTIONS[code])
     pixels = PixelRows(path, header.index("pixels"))
     fingerprint = files_fingerprint([path])
     return {
@@ -71,15 +67,9 @@ class PixelRows:
 
     def image(self, line: int) -> Image.Image:
         if self.by_line is None:
-            with open(self.path, newline="") as f:
-                reader = csv.reader(f)
-                self.by_line = {}
-                for row in reader:
-                    self.by_line[reader.line_num] = row[self.column]
+            self.by_line = {line: row[self.column] for line, row in csv_rows(self.path) if len(row) > self.column}
         try:
-            values = np.array(self.by_line[line].split(), dtype=np.int64)
-        except ValueError:
-            raise UnreadableImage("pixel values are not all integers") from None
-        if len(values) != SIDE * SIDE or values.min() < 0 or values.max() > 255:
-            raise UnreadableImage(f"expected {SIDE * SIDE} pixel values 0..255, got {len(values)} values")
-        return Image.fromarray(values.astype(np.uint8).reshape(SIDE, SIDE))
+            values = numbers.pixels(self.by_line[line], SIDE * SIDE)
+        except ValueError as err:
+            raise UnreadableImage(str(err)) from None
+        return Image.fromarray(values.reshape(SIDE, SIDE))

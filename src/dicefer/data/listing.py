@@ -5,9 +5,10 @@ Adapters only read label files and folder names, so a bad layout fails in a seco
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,27 @@ class Listing:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+
+def read_text(path: Path) -> str:
+    """A label file's text; a DataError, not a traceback, when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {err.start}); expected a plain text label file") from None
+
+
+def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every row of a CSV file, the header included; a DataError that names
+    the line for text that is not UTF-8 or not CSV (a NUL byte, an unclosed quote at the end)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise DataError(f"{path}, line {reader.line_num + 1}: {err}; expected UTF-8 CSV text") from None
 
 
 def files_fingerprint(paths: Sequence[str | Path]) -> str:

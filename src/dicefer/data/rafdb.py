@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..config import DataConfig
 from .base import CLASSES
-from .listing import DataError, Listing, require_dir, require_file
+from . import numbers
+from .listing import DataError, Listing, read_text, require_dir, require_file
 
 LABELS = "EmoLabel/list_patition_label.txt"
 LAYOUT = f"RAF-DB's basic/ folder: {LABELS} and Image/aligned/ (or Image/original/ with data.aligned=false)"
@@ -22,15 +23,15 @@ def load(root: Path, data: DataConfig) -> dict[str, Listing]:
     labels = require_file(root / LABELS, LAYOUT)
     images = require_dir(root / "Image" / ("aligned" if data.aligned else "original"), LAYOUT)
     found: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
-    for number, line in enumerate(labels.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(labels).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise DataError(f"{labels}, line {number}: {line.strip()!r}; expected an image name and a label, as 'train_00001.jpg 5'")
-        name, label = fields[0], int(fields[1])
-        if not 1 <= label <= len(CLASSES):
-            raise DataError(f"{labels}, line {number}: unknown label {label}; RAF-DB labels are 1..7 ({', '.join(CLASSES)})")
+        if len(fields) != 2:
+            raise DataError(f"{labels}, line {number}: {line.strip()[:80]!r}; expected an image name and a label, as 'train_00001.jpg 5'")
+        name = fields[0]
+        label = numbers.integer(fields[1], f"{labels}, line {number}", "label", 1, len(CLASSES),
+                                f"RAF-DB labels are 1..7 ({', '.join(CLASSES)})")
         split = name.split("_", 1)[0]
         if split not in found:
             raise DataError(f"{labels}, line {number}: {name} starts with neither train_ nor test_")
