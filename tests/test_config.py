@@ -56,7 +56,11 @@ def test_demo_paper_is_the_demo_with_the_papers_objectives():
     (["stage1.l1_standardise=true", "stage1.l1_relative=true"], "ways to measure the L1 term"),
     (["model.classifier_dropout=1.0"], "classifier_dropout must be at least 0"),
     (["data.synthetic_seed=-1"], "synthetic_seed=-1: expected a non-negative integer"),
-    (["data.synthetic_seed=abc"], "synthetic_seed='abc': expected a non-negative integer"),
+    (["data.synthetic_seed=abc"], "data.synthetic_seed: expected int, got 'abc'"),
+    (["stage1.epochs=nan"], "stage1.epochs: expected a finite number, got nan"),
+    (["stage1.lr=-1"], "stage1.lr=-1.0: a learning rate must be above 0"),
+    (["stage1.lr=nan"], "stage1.lr: expected a finite number"),
+    (["supervised.epochs=abc"], "supervised.epochs: expected int, got 'abc'"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -106,3 +110,10 @@ def test_overrides_may_follow_other_options_on_the_command_line(capsys):
         with pytest.raises(SystemExit):
             parse_args(argv)
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("stage1:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs' is given twice in one mapping \(line 4\)"):
+        build_config("smoke", path)

@@ -5,6 +5,7 @@ Unknown keys are rejected everywhere so that a typo never silently trains with a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,14 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(current):
             changes[key] = _merge(current, value, path)
         else:
-            changes[key] = _coerce(current, value, path)
+            changes[key] = _coerce(_example(fields[key].type) if current is None else current, value, path)
     return dataclasses.replace(obj, **changes)
+
+
+def _example(annotation: str) -> Any:
+    """A value of an optional setting's type ('int | None' -> 0), so that it is type-checked like the rest."""
+    kinds = {"int": 0, "float": 0.0, "str": "", "bool": False}
+    return kinds.get(str(annotation).split("|")[0].strip())
 
 
 def _coerce(current: Any, value: Any, path: str) -> Any:
@@ -214,6 +221,8 @@ def _coerce(current: Any, value: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}: expected true or false, got {value!r}")
     if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         if kind is int and float(value) != int(value):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return kind(value)
@@ -227,7 +236,10 @@ def _parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value (for example stage1.epochs=3)")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML (an unclosed bracket): the text itself, checked against the setting's type
     if isinstance(value, str) and _looks_numeric(raw):
         value = float(raw)
     nested: dict[str, Any] = value
@@ -244,6 +256,21 @@ def _looks_numeric(raw: str) -> bool:
         return False
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins'."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice in one mapping (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def build_config(preset: str | None = "demo", file: Path | None = None, overrides: list[str] = ()) -> TrainConfig:
     """Defaults, then the preset (None: none, as for a run's saved config), then the YAML file, then overrides."""
     if preset is not None and preset not in PRESETS:
@@ -251,9 +278,11 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
     cfg = _merge(TrainConfig(), PRESETS[preset], "") if preset else TrainConfig()
     if file is not None:
         try:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
+            loaded = yaml.load(Path(file).read_text(), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {file} is not UTF-8 text") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {file} is not valid YAML: {' '.join(str(err).split())}") from None
         cfg = _merge(cfg, loaded, "")
@@ -281,6 +310,24 @@ def validate(cfg: TrainConfig) -> None:
     for name, (value, valid) in choices.items():
         if value not in valid:
             raise ConfigError(f"{name}={value!r} is not one of: {', '.join(valid)}")
+    rates = {"stage1.lr": cfg.stage1.lr, "stage2.lr": cfg.stage2.lr, "stage2.disc_lr": cfg.stage2.disc_lr,
+             "stage3.lr": cfg.stage3.lr, "stage3.finetune_lr": cfg.stage3.finetune_lr, "supervised.lr": cfg.supervised.lr}
+    for name, rate in rates.items():
+        if not rate > 0:
+            raise ConfigError(f"{name}={rate!r}: a learning rate must be above 0")
+    at_least = {"stage1.epochs": (cfg.stage1.epochs, 0), "stage2.epochs": (cfg.stage2.epochs, 0),
+                "stage3.epochs": (cfg.stage3.epochs, 1), "stage3.batch_size": (cfg.stage3.batch_size, 1),
+                "model.code_dim": (cfg.model.code_dim, 1), "model.critic_dim": (cfg.model.critic_dim, 1),
+                "model.classifier_hidden": (cfg.model.classifier_hidden, 1), "threads": (cfg.threads, 0),
+                "supervised.epochs": (cfg.supervised.epochs, 1), "mi.mu": (cfg.mi.mu, 0), "mi.nu": (cfg.mi.nu, 0),
+                "stage1.delta": (cfg.stage1.delta, 0), "stage1.ce_weight": (cfg.stage1.ce_weight, 0),
+                "stage1.variance_weight": (cfg.stage1.variance_weight, 0), "stage2.zeta_adv": (cfg.stage2.zeta_adv, 0),
+                "stage3.finetune_delta": (cfg.stage3.finetune_delta, 0)}
+    for name, (value, low) in at_least.items():
+        if value is not None and value < low:
+            raise ConfigError(f"{name}={value!r}: must be at least {low}")
+    if not 0 < cfg.mi.ema <= 1 or not cfg.mi.temperature > 0:
+        raise ConfigError(f"mi.ema={cfg.mi.ema!r} must be in (0, 1] and mi.temperature={cfg.mi.temperature!r} above 0")
     if cfg.checkpoint_steps < 0:
         raise ConfigError("checkpoint_steps must be 0 (after every epoch only) or a positive number of steps")
     if cfg.batch_size < 2:
