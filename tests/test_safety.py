@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from dicefer.cli import clear_run, main
+from dicefer.cli import main
 from dicefer.config import TrainConfig, to_dict
 
 
@@ -110,11 +110,14 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
     assert "has no checkpoint to resume from" in one_line_error(capsys)
 
 
-def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
+def test_overwrite_refuses_a_folder_holding_what_no_run_writes(tmp_path, capsys):
     run = run_folder(tmp_path / "run")
     for name in ("metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "notes.txt"):
         (run / name).write_text("x")
     (run / "report").mkdir()
     (run / "report" / "report.md").write_text("x")
-    clear_run(run)
-    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert main(["train", "--preset", "smoke", "--out", str(run), "--overwrite"]) == 2
+    message = one_line_error(capsys)
+    assert "is not a dicefer run folder" in message and "metrics.jsonl" in message and "notes.txt" in message
+    assert sorted(p.relative_to(run) for p in run.rglob("*") if p.name != ".lock") == before

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,14 +22,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from . import runfolder
 from .config import TrainConfig, from_dict, to_dict
 from .data.base import CLASSES
 from .errors import RunError
 from .models.encoders import Encoder
 from .models.heads import Classifier
 
-MODEL_FILE = "model.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
+MODEL_FILE, CHECKPOINT_FILE, PREVIOUS_FILE = runfolder.MODEL, runfolder.CHECKPOINT, runfolder.PREVIOUS
 CHECKPOINT_FORMAT = "dicefer-checkpoint/1"
 
 
@@ -39,6 +40,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -154,11 +158,32 @@ class GeneratorState:
 
 
 def save_checkpoint(path: Path, record: dict) -> None:
-    """Atomically write `record` (nested dicts, lists, tensors, JSON scalars) as one safetensors file."""
+    """Write `record` (nested dicts, lists, tensors, JSON scalars) as one safetensors file, read it
+    back, and only then let it replace the checkpoint before it, which stays as PREVIOUS_FILE."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _pack(record, "", tensors)
     meta = {"format": CHECKPOINT_FORMAT, "record": json.dumps(tree)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+    def write_verified(tmp: str) -> None:
+        save_file(tensors, tmp, metadata=meta)
+        load_checkpoint(Path(tmp))  # a RunError here keeps both earlier checkpoints
+        if path.is_file():
+            os.replace(path, path.with_name(PREVIOUS_FILE))
+
+    atomic_write(path, write_verified)
+
+
+def load_latest_checkpoint(run_dir: Path) -> dict:
+    """The run's checkpoint, or the one before it (with a warning) when the latest is unreadable."""
+    latest, previous = run_dir / CHECKPOINT_FILE, run_dir / PREVIOUS_FILE
+    try:
+        return load_checkpoint(latest)
+    except RunError as err:
+        if not previous.is_file():
+            raise
+        record = load_checkpoint(previous)
+        warnings.warn(f"{err}; resuming from {previous.name}, the checkpoint before it", stacklevel=2)
+        return record
 
 
 def load_checkpoint(path: Path) -> dict:

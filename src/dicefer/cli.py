@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
                    "with its saved config (only --device, --compile, --precision and --quiet may be given with it)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (its config, log, weights, "
-                   "checkpoint and report) instead of refusing")
+                   "checkpoint and report, by name) instead of refusing; a folder holding anything else is refused")
     t.add_argument("--seed", type=int, help="random seed (data rendering, initialisation, pairs, augmentation)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. stage1.epochs=3 or mi.estimator=jsd (repeatable)")
@@ -80,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "model.safetensors", "checkpoint.safetensors", "report")
 
 
 def add_predict_parser(sub) -> None:
@@ -141,11 +139,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(args.preset or "demo", args.config, overrides)
         parse_spec(cfg.data.spec)
         out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
-        if out.exists() and any(out.iterdir()):
-            if not args.overwrite:
-                raise ConfigError(f"run folder {out} already exists and is not empty; continue it with --resume {out}, "
-                                  "replace it with --overwrite, or choose another --out")
-            clear_run(out)
     # torch is imported only once the arguments are known to be good
     from .engine import Interrupted
     from .train import train
@@ -153,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     verb = "resuming" if args.resume else "training"
     print(f"dicefer: {verb} {cfg.method} on {cfg.data.spec} into {out}", file=sys.stderr)
     try:
-        report = train(cfg, out, show_progress=not args.quiet, resume=bool(args.resume))
+        report = train(cfg, out, show_progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
     except Interrupted as err:
         print(f"dicefer: {err}; continue with: dicefer train --resume {out}", file=sys.stderr)
         return 128 + err.signum
@@ -172,16 +165,6 @@ def resumed_config(args: argparse.Namespace, hardware: list[str]):
     if not path.is_file():
         raise ConfigError(f"{args.resume} is not a dicefer run folder ({path.name} is missing)")
     return build_config(file=path, overrides=hardware, preset=None)
-
-
-def clear_run(out: Path) -> None:
-    """Remove what `dicefer train` writes in a run folder, and nothing else."""
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .checkpoint import (
     MODEL_FILE,
     Attributes,
     GeneratorState,
-    load_checkpoint,
+    load_latest_checkpoint,
     new_classifier,
     save_checkpoint,
     save_config,
@@ -47,6 +48,7 @@ from .errors import RunError
 from .evaluate import evaluate_run
 from .models.encoders import Encoder
 from .models.heads import ShuffleDiscriminator
+from .runfolder import claimed
 from .stages import MITerm, Stage1, Stage2, finetune_step, supervised_step
 
 logger = logging.getLogger("dicefer")
@@ -86,17 +88,20 @@ class _FirstOutput(torch.nn.Module):
         return self.encoder(x)[0]
 
 
-def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool = False) -> dict | None:
+def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> dict | None:
     """Train as `cfg` says into the run folder `out` and return the report (None on ranks other than 0).
 
     `out` must hold no run, unless `resume`: then training continues from out/checkpoint.safetensors
-    in whichever stage it was written. SIGINT or SIGTERM save a checkpoint and raise Interrupted.
+    in whichever stage it was written; `overwrite` replaces a run's files (see runfolder.py). The
+    folder is locked while it trains. SIGINT or SIGTERM save a checkpoint and raise Interrupted.
     """
     proc = distributed.init(cfg.device)
+    out = Path(out)
     try:
-        with StopRequest() as stop:
-            _train(cfg, Path(out), proc, stop, show_progress, resume)
-        return evaluate_run(out) if proc.is_main else None
+        with claimed(out, resume, overwrite) if proc.is_main else nullcontext(), StopRequest() as stop:
+            _train(cfg, out, proc, stop, show_progress, resume)
+            return evaluate_run(out) if proc.is_main else None
     finally:
         distributed.close(proc)
 
@@ -105,13 +110,12 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
            resume: bool) -> None:
     # ---------------- setup, resume ----------------
     # Whatever can fail on bad input (the checkpoint, the dataset) fails before any work or any write.
-    record = load_checkpoint(out / CHECKPOINT_FILE) if resume else None
+    record = load_latest_checkpoint(out) if resume else None
     if record and record["world_size"] != proc.world_size:
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
     if proc.is_main and not resume:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(out, cfg)
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
         for partial in out.glob(f".{CHECKPOINT_FILE}.*"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on an old pickle protocol: the refusal below says it all
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         refused = re.search(r"GLOBAL ([\w.]+)", str(err))
         if refused is None:
@@ -71,17 +74,19 @@ def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> N
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD)}
     head = [k for k in state if k.startswith(HEAD)]
     state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
-    if "conv1.weight" in state:
-        state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], expected["conv1.weight"].shape[1])
+    first = state.get("conv1.weight")
+    if first is not None and first.ndim == 4:
+        state["conv1.weight"] = adapt_first_conv(first, expected["conv1.weight"].shape[1])
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL)]
     unexpected = [k for k in state if k not in expected]
     problems = [f"{what} {len(keys)} tensors: {', '.join(keys[:3])}" for what, keys in
                 (("wrong shapes in", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]
-    matched = sum(k in state for k in expected)
+    matched = sum(k in state and state[k].shape == v.shape for k, v in expected.items())
     if problems:
-        raise InitError(f"{source} is not a ResNet-18 state dict ({'; '.join(problems)}); {matched} of {len(expected)} tensors matched")
+        raise InitError(f"{source} is not a ResNet-18 state dict ({'; '.join(problems)}); {matched} of {len(expected)} "
+                        "ResNet-18 tensors matched in name and shape")
     net.load_state_dict(state, strict=False)  # strict but for the head and BatchNorm step counters, checked above
     log.info("init %s: loaded %d of %d ResNet-18 tensors; ignored the classifier head (%d tensors)", source, matched,
              len(expected), len(head))
