@@ -169,3 +169,14 @@ def test_sixteen_bit_mid_grey_is_scaled_not_clipped(tmp_path):
     class_tree(tmp_path / "d", {"test": {"happy": 1}})
     train, _ = load(f"folder:{tmp_path / 'd'}", tmp_path)
     assert (train.images[0] == 128).all()
+
+
+def test_an_image_pil_cannot_convert_is_skipped_and_a_run_warns_once(tmp_path, caplog):
+    """A LAB-mode TIFF opens but cannot become grayscale: the skip path, once in a whole train + report."""
+    root = class_tree(tmp_path / "d", {"train": {"happy": 6, "sad": 6}, "test": {"happy": 2, "sad": 2}})
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).convert("LAB").save(root / "train" / "sad" / "lab.tif")
+    with caplog.at_level(logging.WARNING, logger="dicefer"):
+        assert main(["train", "--preset", "smoke", "--data", f"folder:{root}", "--out", str(tmp_path / "run"), "--quiet",
+                     "--set", "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+    skipped = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(skipped) == 1 and "lab.tif (cannot be decoded (ValueError: conversion from LAB to" in skipped[0]

@@ -178,7 +178,7 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
         raise AssertionError("decoded again although cached")
 
     with monkeypatch.context() as m:
-        m.setattr(cache_module, "to_array", no_decoding)
+        m.setattr(cache_module, "decode", no_decoding)
         again, _ = load(f"folder:{root}", tmp_path / "c", size=32)
     assert np.array_equal(first.images, again.images) and isinstance(again.images, np.memmap)
     changed = Path(first.sources[0])

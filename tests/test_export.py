@@ -91,6 +91,17 @@ def test_bad_onnx_files_are_user_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(UserError, match="not an ONNX model onnxruntime can load"):
         ExpressionRecognizer.from_onnx(tmp_path / "junk.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(UserError, match="not an ONNX model onnxruntime can load"):
+        ExpressionRecognizer.from_onnx(tmp_path / "empty.onnx")
+
+
+def test_predict_with_an_empty_onnx_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(["predict", "--onnx", str(tmp_path / "empty.onnx"), str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an ONNX model onnxruntime can load" in err[0]
 
 
 def test_int8_export_is_a_quarter_of_the_size_and_close_to_float(tiny_run, exported, tmp_path, capsys):

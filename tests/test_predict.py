@@ -261,3 +261,12 @@ def test_numpy_and_torch_round_ties_alike():
     halves = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255
     assert torch.equal(torch.from_numpy(np.rint(halves.numpy() * np.float32(255)).astype(np.uint8)),
                        (halves * 255).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize("out, message", [("missing/f.jsonl", "does not exist; create it first"),
+                                          (".", "is a folder; give a file to write")])
+def test_predict_out_that_cannot_be_written_is_one_line(tiny_run, tmp_path, capsys, out, message):
+    Image.fromarray(face_photo()).save(tmp_path / "a.png")
+    assert main(["predict", "--quiet", "--run", str(tiny_run), str(tmp_path / "a.png"), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]

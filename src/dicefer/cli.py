@@ -182,13 +182,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.every < 1:
         raise UserError("--every must be at least 1")
+    if args.out is not None and args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file to write, such as {args.out / 'predictions.jsonl'}")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: the folder {args.out.parent} does not exist; create it first")
     options = {"detector": args.detector, "detector_model": args.detector_model, "margin": args.margin}
     recognizer = (ExpressionRecognizer.from_run(args.run, **options) if args.run
                   else ExpressionRecognizer.from_onnx(args.onnx, **options))
     if args.margin is None and args.detector != "none":
         print(f"dicefer: {args.detector} boxes framed like the training faces: {recognizer.framing}", file=sys.stderr)
     annotator = Annotator(args.annotate) if args.annotate else None
-    with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as stream:
+    try:
+        output = open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout)
+    except OSError as err:
+        raise UserError(f"--out {args.out}: cannot write it ({err.strerror})") from None
+    with output as stream:
         sink = open_sink(args.out, stream, recognizer.classes)
         summary = predict_inputs(recognizer, args.inputs, sink, annotator, args.every, show_progress=not args.quiet)
     if summary.images == 0:

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import LoadedRun
 from .config import TrainConfig
-from .data.base import CONTEMPT
+from .data.base import CONTEMPT, FaceSet
 from .data.torch_datasets import Faces, resize_all
 from .data.transforms import Preprocess
 from .datasets import load_dataset
@@ -22,14 +22,15 @@ from .report import write_report
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
 
-def evaluate_run(run_dir: Path, data_spec: str | None = None) -> dict:
-    """Score the run (on `data_spec` if given, else the dataset it trained on) and write RUN/report/."""
+def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[FaceSet, FaceSet] | None = None) -> dict:
+    """Score the run (on `data_spec` if given, else the dataset it trained on) and write RUN/report/.
+    `splits`: (train, test) as training loaded them, so that they are read (and warned about) once."""
     run = LoadedRun(run_dir)
     cfg: TrainConfig = run.config
     if data_spec:
         # Another dataset is read with the model's classes: contempt only where the model predicts it.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=data_spec, contempt=CONTEMPT in run.classes))
-    train_set, test_set = load_dataset(cfg)
+    train_set, test_set = splits or load_dataset(cfg)
     classes = run.classes
     if classes[:len(test_set.classes)] != test_set.classes:
         raise RunError(f"the model predicts {', '.join(classes)} but {test_set.name} has {', '.join(test_set.classes)}")

@@ -39,6 +39,7 @@ from .checkpoint import (
     save_model,
 )
 from .config import TrainConfig, to_dict
+from .data.base import FaceSet
 from .data.pairs import SameExpressionPairs
 from .data.torch_datasets import FacePairs, Faces, resize_all
 from .data.transforms import Preprocess
@@ -100,14 +101,15 @@ def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool 
     out = Path(out)
     try:
         with claimed(out, resume, overwrite) if proc.is_main else nullcontext(), StopRequest() as stop:
-            _train(cfg, out, proc, stop, show_progress, resume)
-            return evaluate_run(out) if proc.is_main else None
+            splits = _train(cfg, out, proc, stop, show_progress, resume)
+            return evaluate_run(out, splits=splits) if proc.is_main else None
     finally:
         distributed.close(proc)
 
 
 def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool,
-           resume: bool) -> None:
+           resume: bool) -> tuple[FaceSet, FaceSet]:
+    """Train and return the (train, test) splits it loaded."""
     # ---------------- setup, resume ----------------
     # Whatever can fail on bad input (the checkpoint, the dataset) fails before any work or any write.
     record = load_latest_checkpoint(out) if resume else None
@@ -188,7 +190,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         runner.run("supervised", cfg.supervised_epochs(), sup_step, faces, lambda b: len(b[0]),
                    {"expression": enc_e, "classifier": classifier, "supervised.opt": opt}, monitor=scored(enc_e, classifier))
         save({"expression": enc_e, "classifier": classifier}, "supervised")
-        return
+        return train_set, test_set
 
     pairs = loader(FacePairs(images, train_set.expression, augment, data_seed),
                    SameExpressionPairs(train_set.expression, cfg.seed, proc.rank, proc.world_size), cfg.batch_size, True)
@@ -256,7 +258,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
                monitor=scored(enc_e, classifier))
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "stage3")
     if not cfg.stage3.finetune_epochs:
-        return
+        return train_set, test_set
 
     # ---------------- optional: fine-tune E with the classifier (stage3.finetune_epochs; not in the paper) ----------------
     # Starts from the paper's result: the Stage 1 code and a classifier already fitted on it.
@@ -274,3 +276,4 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
                {"expression": enc_e, "identity": enc_i, "classifier": classifier, "finetune.opt": opt_f},
                monitor=scored(enc_e, classifier))
     save({"expression": enc_e, "identity": enc_i, "classifier": classifier}, "finetune")
+    return train_set, test_set

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .base import FaceSet
-from .images import UnreadableImage, to_array
+from .images import UnreadableImage, decode
 from .listing import DataError, Listing
 
 CACHE_VERSION = 1
@@ -68,7 +68,7 @@ def _build(listing: Listing, size: int, grayscale: bool, array_path: Path, faile
         for i in tqdm(range(len(listing)), desc=f"decoding {listing.name}", unit="img", disable=not progress,
                       dynamic_ncols=True, leave=False):
             try:
-                out[i] = to_array(listing.read(i), size, grayscale)
+                out[i] = decode(lambda: listing.read(i), size, grayscale)
             except UnreadableImage as err:
                 failed[i] = str(err)
         out.flush()

@@ -5,6 +5,8 @@ be decoded raises UnreadableImage with a short reason, which the cache counts an
 """
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,19 @@ def read_image(path: Path) -> Image.Image:
         raise UnreadableImage("not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableImage(f"cannot be decoded ({err})") from None
+
+
+def decode(read: Callable[[], Image.Image], size: int, grayscale: bool) -> np.ndarray:
+    """`read()`'s image as `to_array` gives it. PIL fails in many ways (a LAB TIFF cannot become L,
+    a damaged header breaks its struct parsing): any of them while reading or converting is an
+    UnreadableImage, so that the file is skipped like any other unreadable one."""
+    try:
+        return to_array(read(), size, grayscale)
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, ZeroDivisionError, struct.error,
+            Image.DecompressionBombError) as err:
+        raise UnreadableImage(f"cannot be decoded ({err.__class__.__name__}: {err})") from None
 
 
 def to_array(image: Image.Image, size: int, grayscale: bool) -> np.ndarray:

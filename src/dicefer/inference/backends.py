@@ -70,7 +70,8 @@ class OnnxBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (errors.Fail, errors.InvalidGraph, errors.InvalidProtobuf) as err:
+        except (errors.Fail, errors.InvalidGraph, errors.InvalidProtobuf, errors.InvalidArgument, errors.NoSuchFile,
+                errors.RuntimeException) as err:
             raise UserError(f"{path} is not an ONNX model onnxruntime can load ({type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "input_size" not in meta:
