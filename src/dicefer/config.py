@@ -201,6 +201,10 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             changes[key] = _merge(current, value, path)
+        elif value is None:
+            if "None" not in str(fields[key].type):
+                raise ConfigError(f"{path}: expected {type(current).__name__}, got null")
+            changes[key] = None
         else:
             changes[key] = _coerce(_example(fields[key].type) if current is None else current, value, path)
     return dataclasses.replace(obj, **changes)
@@ -213,7 +217,7 @@ def _example(annotation: str) -> Any:
 
 
 def _coerce(current: Any, value: Any, path: str) -> Any:
-    if value is None or current is None:
+    if current is None:  # an optional setting of a type _example does not know
         return value
     kind = type(current)
     if kind is bool:
@@ -285,7 +289,11 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
             raise ConfigError(f"config file {file} is not UTF-8 text") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {file} is not valid YAML: {' '.join(str(err).split())}") from None
-        cfg = _merge(cfg, loaded, "")
+        try:
+            cfg = _merge(cfg, loaded, "")
+            validate(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"config file {file}: {err}") from None
     for text in overrides:
         cfg = _merge(cfg, _parse_override(text), "")
     validate(cfg)
@@ -344,8 +352,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("stage1.l1_standardise, l1_relative and l1_whiten are ways to measure the L1 term: set one")
     if cfg.stage3.finetune_epochs < 0:
         raise ConfigError("stage3.finetune_epochs must be 0 (the paper's frozen code) or a positive number of epochs")
+    if not 0 <= cfg.seed < 2**32:  # NumPy's seeds are 32-bit
+        raise ConfigError(f"seed={cfg.seed!r}: expected a whole number 0..{2**32 - 1}")
     seed = cfg.data.synthetic_seed
-    if seed is not None and (type(seed) is not int or seed < 0):
+    if seed is not None and (type(seed) is not int or not 0 <= seed < 2**32):
         raise ConfigError(f"data.synthetic_seed={seed!r}: expected a non-negative integer, or null to follow --seed")
     if cfg.data.peak_frames < 1:
         raise ConfigError("data.peak_frames must be at least 1")
