@@ -180,3 +180,11 @@ def test_an_image_pil_cannot_convert_is_skipped_and_a_run_warns_once(tmp_path, c
                      "--set", "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1", f"data.cache_dir={tmp_path / 'c'}"]) == 0
     skipped = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert len(skipped) == 1 and "lab.tif (cannot be decoded (ValueError: conversion from LAB to" in skipped[0]
+
+
+def test_no_stage1_epochs_is_said(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="dicefer"):
+        assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "run"), "--quiet", "--set", "stage1.epochs=0",
+                     "stage2.epochs=1", "stage3.epochs=1", "data.train_identities=4", "data.test_identities=2",
+                     "data.images_per_identity=10"]) == 0
+    assert "stage1.epochs=0: Stage 2 and the classifier use the expression encoder as model.init=random" in caplog.text

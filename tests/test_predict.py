@@ -270,3 +270,16 @@ def test_predict_out_that_cannot_be_written_is_one_line(tiny_run, tmp_path, caps
     assert main(["predict", "--quiet", "--run", str(tiny_run), str(tmp_path / "a.png"), "--out", str(tmp_path / out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_a_damaged_video_is_one_warning_and_frames_are_counted_as_frames(tiny_run, tmp_path, capfd):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 192))
+    for i in range(25):
+        writer.write(cv2.cvtColor(face_photo(0, i % 7), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    (tmp_path / "damaged.mp4").write_bytes(b"garbage" * 100)
+    assert main(["predict", "--quiet", "--run", str(tiny_run), str(video), str(tmp_path / "damaged.mp4")]) == 0
+    err = capfd.readouterr().err  # file-descriptor level: FFmpeg writes there itself
+    assert "moov atom" not in err and "damaged.mp4" in err
+    assert "in 3 video frames, 1 inputs skipped" in err.strip().splitlines()[-1]

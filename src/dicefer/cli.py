@@ -199,9 +199,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with output as stream:
         sink = open_sink(args.out, stream, recognizer.classes)
         summary = predict_inputs(recognizer, args.inputs, sink, annotator, args.every, show_progress=not args.quiet)
-    if summary.images == 0:
+    if summary.images + summary.frames == 0:
         raise UserError(f"nothing could be processed: none of the {len(args.inputs)} inputs gave a readable image")
-    print(f"dicefer: {summary.faces} faces in {summary.images} images"
+    analysed = [f"{n} {what}" for n, what in ((summary.images, "images"), (summary.frames, "video frames")) if n]
+    print(f"dicefer: {summary.faces} faces in {' and '.join(analysed)}"
           + (f", {summary.failed} inputs skipped" if summary.failed else ""), file=sys.stderr)
     return 0
 

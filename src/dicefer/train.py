@@ -119,6 +119,9 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
     if proc.is_main and not resume:
         save_config(out, cfg)
+        if cfg.method == "dicefer" and cfg.stage1.epochs == 0:
+            logger.warning("stage1.epochs=0: Stage 2 and the classifier use the expression encoder as model.init=%s "
+                           "left it, without Stage 1", cfg.model.init)
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
         for partial in out.glob(f".{CHECKPOINT_FILE}.*"):
             partial.unlink()

@@ -15,7 +15,8 @@ from .recognizer import ExpressionRecognizer
 
 @dataclass
 class Summary:
-    images: int = 0       # images and video frames analysed
+    images: int = 0       # image files analysed
+    frames: int = 0       # video frames analysed
     faces: int = 0
     failed: int = 0       # inputs that matched nothing or could not be read
 
@@ -36,7 +37,10 @@ def predict_inputs(recognizer: ExpressionRecognizer, inputs: list[str], sink: Js
                 sink.write(record)
             if annotator is not None:
                 annotator.write(frame, faces)
-            summary.images += 1
+            if frame.frame is None:
+                summary.images += 1
+            else:
+                summary.frames += 1
             summary.faces += len(faces)
         pending.clear()
 
