@@ -119,3 +119,65 @@ def test_int8_export_is_a_quarter_of_the_size_and_close_to_float(tiny_run, expor
     assert np.allclose(p_int8.sum(1), 1, atol=1e-5)
     assert 0 < np.abs(p_int8 - p_float).max() < 0.05  # quantized (not a copy), yet close
     assert not list(tmp_path.glob("tmp*"))  # the float intermediate is cleaned up
+
+
+@pytest.fixture(scope="module")
+def confident_run(tiny_run, tmp_path_factory):
+    """tiny_run with its classifier's last layer scaled up: outputs far from flat, so that parity
+    and label agreement are tested where they can fail."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path_factory.mktemp("confident") / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    last = sorted(k for k in tensors if k.startswith("classifier.") and k.endswith(".weight"))[-1]
+    tensors[last] = tensors[last] * 40
+    save_file(tensors, str(path), metadata=meta)
+    return run
+
+
+def faces_of(run) -> torch.Tensor:
+    spec = TorchBackend(LoadedRun(run)).spec
+    return spec.batch(list(LoadedRun(run).exemplars))
+
+
+def test_parity_and_labels_on_a_model_whose_outputs_are_not_flat(confident_run, tmp_path):
+    path = tmp_path / "confident.onnx"
+    assert main(["export", "--run", str(confident_run), "--out", str(path)]) == 0
+    x = faces_of(confident_run)
+    (p_torch, _), (p_onnx, _) = TorchBackend(LoadedRun(confident_run))(x), OnnxBackend(path)(x)
+    assert p_torch.max(1).mean() > 0.8 and len(set(p_torch.argmax(1))) > 1  # confident, and not one class
+    assert np.abs(p_onnx - p_torch).max() < 1e-4
+    assert (p_onnx.argmax(1) == p_torch.argmax(1)).all()
+
+
+def test_int8_gives_the_float_models_labels(confident_run, tmp_path, capsys):
+    path = tmp_path / "int8.onnx"
+    assert main(["export", "--run", str(confident_run), "--out", str(path), "--int8"]) == 0
+    x = faces_of(confident_run)
+    p_float, p_int8 = TorchBackend(LoadedRun(confident_run))(x)[0], OnnxBackend(path)(x)[0]
+    assert (p_int8.argmax(1) == p_float.argmax(1)).mean() >= 0.9
+
+
+def test_export_fails_when_the_graph_does_not_match_pytorch(tiny_run, tmp_path, capsys, monkeypatch):
+    """A graph rewrite that changed the function (here: the dense rewrite plus a corrupted weight)
+    must not leave an .onnx file behind."""
+    from dicefer.inference import onnx_export
+
+    def broken(model, example):
+        count = densify_small_maps(model, example)
+        with torch.no_grad():
+            next(model.parameters()).mul_(-3)
+        return count
+
+    monkeypatch.setattr(onnx_export, "densify_small_maps", broken)
+    path = tmp_path / "broken.onnx"
+    assert main(["export", "--run", str(tiny_run), "--out", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "differ from PyTorch's" in err[-1] and "--keep-convs" in err[-1] and not path.exists()

@@ -17,11 +17,12 @@ import torch
 
 from .. import __version__
 from ..checkpoint import LoadedRun, atomic_write
-from ..errors import UserError
+from ..errors import RunError, UserError
 from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, exemplars_to_metadata, import_onnxruntime
 from .dense_convs import densify_small_maps
 
 OPSET = 17
+PARITY = 1e-3  # the largest probability difference from PyTorch an export may have
 
 
 def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True) -> float | None:
@@ -56,7 +57,12 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
         import_onnxruntime()
     except UserError:
         return None
-    return max_difference(backend, OnnxBackend(Path(out)))
+    difference = max_difference(backend, OnnxBackend(Path(out)))
+    if not difference <= PARITY:
+        Path(out).unlink()
+        raise RunError(f"the ONNX graph's probabilities differ from PyTorch's by up to {difference:.2e} (more than "
+                       f"{PARITY:g}), so {out} was not kept" + ("; try --keep-convs" if dense else ""))
+    return difference
 
 
 def max_difference(backend: TorchBackend, exported: OnnxBackend, n: int = 64) -> float:
