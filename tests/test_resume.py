@@ -158,3 +158,30 @@ def test_monitoring_scores_every_epoch_and_leaves_training_unchanged(tmp_path):
     assert [s for s, _, _ in scored] == ["stage1", "stage1", "stage3"]
     assert scored[-1][1] == pytest.approx(plain[0]["test"]["accuracy"], abs=1e-6)  # the log keeps 6 decimals
     assert all(0 <= acc <= 1 for _, acc, _ in scored) and scored[0][2] <= scored[1][2] <= scored[2][2]
+
+
+FINETUNED = [*TINY, "stage3.epochs=400", "stage3.finetune_epochs=2", "stage3.finetune_delta=10", "stage1.l1_whiten=true"]
+
+
+def logged(run: Path, stage: str) -> bool:
+    """Whether metrics.jsonl has a line of `stage` (Stage 3 checkpoints only at its end, but logs every epoch)."""
+    try:
+        return any(json.loads(line)["stage"] == stage for line in (run / "metrics.jsonl").read_text().splitlines())
+    except (OSError, ValueError):  # not there yet, or a line being written
+        return False
+
+
+def test_sigint_in_stage3_and_in_fine_tuning_resumes_to_the_same_result(tmp_path):
+    """Ctrl-C (SIGINT: exit 130) during Stage 3's classifier, then during fine-tuning with the pair L1."""
+    reference = tmp_path / "reference"
+    assert main(["train", "--out", str(reference), *FINETUNED]) == 0
+    run = tmp_path / "run"
+    for stage in ("stage3", "finetune"):
+        proc = dicefer_process(*(["--out", str(run), *FINETUNED] if stage == "stage3" else ["--resume", str(run), "--quiet"]))
+        stop_when(proc, run, lambda p, stage=stage: logged(run, stage) and (p["stage"] != "finetune" or p["step"] > 0),
+                  signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait() == 130, err
+        assert f"stopped by SIGINT after {stage}" in err and f"dicefer train --resume {run}" in err
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert outcome(run) == outcome(reference)
