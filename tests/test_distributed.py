@@ -38,15 +38,46 @@ def test_ranks_get_distinct_pairs_of_the_same_shuffle(world_size):
     assert not np.array_equal(first, shards[0].pairs())
 
 
+# Run on every rank by torchrun: `dicefer train`, watched from outside the product code. It records
+# each rank's trained modules (through the state StageRunner checkpoints) and how often the
+# discriminator's gradient averaging ran, so the test can compare the ranks.
+RANK_WATCH = """
+import json, os, sys
+import torch
+from dicefer import cli, distributed, engine
+out, modules, averaged = sys.argv[1], {}, []
+run = engine.StageRunner.run
+def watched(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs):
+    run(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs)
+    modules.update({name: m for name, m in state.items() if isinstance(m, torch.nn.Module)})
+engine.StageRunner.run = watched
+step = distributed.AveragedGradients.step
+def counted(self):
+    averaged.append(1)
+    step(self)
+distributed.AveragedGradients.step = counted
+code = cli.main(sys.argv[2:])
+sums = {name: [float(p.detach().double().sum()) for p in m.parameters()] for name, m in modules.items()}
+with open(os.path.join(out, "rank" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump({"sums": sums, "averaged": len(averaged)}, f)
+sys.exit(code)
+"""
+
+
 def test_torchrun_with_two_cpu_processes(tmp_path):
     run = tmp_path / "run"
     src = str(Path(dicefer.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "watch.py").write_text(RANK_WATCH)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "dicefer", "train", "--device", "cpu", "--out", str(run), *TINY]
+           str(tmp_path / "watch.py"), str(tmp_path), "train", "--device", "cpu", "--out", str(run), *TINY]
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("report:") == 1  # only rank 0 reports
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {"expression", "identity", "classifier", "stage2.disc"} <= set(ranks[0]["sums"])
+    assert ranks[0]["sums"] == ranks[1]["sums"]  # every module's weights agree across the ranks
+    assert ranks[0]["averaged"] == ranks[1]["averaged"] > 0  # the discriminator's gradients were averaged
 
     report = json.loads((run / "report" / "report.json").read_text())
     for split in ("train", "test"):
