@@ -70,7 +70,7 @@ def main() -> int:
         if not need.exists():
             print(f"{what} not found at {need}: skipping", file=sys.stderr)
             return 0
-    work = args.run / "photos-benchmark"
+    work = ROOT / "runs" / "photos-benchmark" / args.run.name  # not in the run folder: it holds only what a run writes
     files = make_photos(val, work / "photos", args.limit)
     photos = [work / "photos" / f.parent.name / f"{f.stem}.png" for f in files]
     truth = {str(p): canonical_class(p.parent.name) for p in photos}

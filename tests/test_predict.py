@@ -23,7 +23,7 @@ from dicefer.cli import main
 from dicefer.data.base import CLASSES, FaceSet
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.torch_datasets import Faces, resize_all
-from dicefer.data.transforms import Preprocess, to_tensor, to_uint8_input
+from dicefer.data.transforms import Preprocess, to_luma
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.images import load_image
 from dicefer.inference.framing import Framing, square_crop
@@ -248,19 +248,30 @@ def test_readme_example_runs(tiny_run, tmp_path, monkeypatch):
     assert namespace["faces"] and set(namespace["codes"]) == {"expression", "identity"}
 
 
-@pytest.mark.parametrize("shape, size", [((113, 97), 48), ((40, 40, 3), 40), ((64, 64, 3), 32), ((7, 9), 32)])
-def test_uint8_input_rounds_as_torch_does(shape, size):
-    """The faces stored for training and fed to predict: resized, then rounded half to even."""
-    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    expected = (to_tensor(image, size) * 255).round().to(torch.uint8)
-    assert torch.equal(to_uint8_input(image, size), expected)
+def test_luma_is_pils_convert_l_bit_for_bit():
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(to_luma(rgb), np.asarray(Image.fromarray(rgb).convert("L")))
 
 
-def test_numpy_and_torch_round_ties_alike():
-    """to_uint8_input relies on np.rint breaking exact ties as torch.round does: to the even neighbour."""
-    halves = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255
-    assert torch.equal(torch.from_numpy(np.rint(halves.numpy() * np.float32(255)).astype(np.uint8)),
-                       (halves * 255).round().to(torch.uint8))
+@pytest.mark.parametrize("grayscale", [True, False])
+def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, grayscale):
+    """RAF-DB's aligned faces are 100 px RGB JPEGs; at data.size=112 the dataset cache converts and
+    resizes them. predict (--detector none) must give the encoder the same tensors from the same files."""
+    from trees import rafdb_tree
+
+    from dicefer.config import build_config
+    from dicefer.datasets import load_dataset
+
+    basic = rafdb_tree(tmp_path / "raf", ["train_00001.jpg 1", "train_00002.jpg 2", "test_0001.jpg 3", "test_0002.jpg 5"])
+    for k, path in enumerate(sorted((basic / "Image" / "aligned").glob("*.jpg"))):
+        Image.fromarray(render_face(SyntheticSpec(size=100), k, k, nuisance=True)).convert("RGB").rotate(3 * k).save(path)
+    cfg = build_config("smoke", None, [f"data.spec=rafdb:{basic}", "data.size=112", f"data.grayscale={str(grayscale).lower()}",
+                                       f"data.cache_dir={tmp_path / 'cache'}"])
+    _, test = load_dataset(cfg, progress=False)
+    evaluated = Faces(resize_all(test, 112, grayscale), test.expression, Preprocess.for_evaluation(cfg.data))
+    expected = torch.stack([evaluated[i][0] for i in range(len(test))])
+    spec = InputSpec(112, grayscale, CLASSES, cfg.data.whiten)
+    assert torch.equal(spec.batch([load_image(source) for source in test.sources]), expected)
 
 
 @pytest.mark.parametrize("out, message", [("missing/f.jsonl", "does not exist; create it first"),

@@ -20,7 +20,7 @@ from .base import FaceSet
 from .images import UnreadableImage, decode
 from .listing import DataError, Listing
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: EXIF orientation applied
 SHOWN_FAILURES = 3
 log = logging.getLogger("dicefer")
 

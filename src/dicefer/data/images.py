@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
@@ -27,7 +27,7 @@ def read_image(path: Path) -> Image.Image:
         with open(path, "rb") as f:
             image = Image.open(f)
             image.load()
-        return image
+        return ImageOps.exif_transpose(image)  # upright, as predict reads photos
     except FileNotFoundError:
         raise UnreadableImage("file does not exist") from None
     except Image.UnidentifiedImageError:
@@ -51,10 +51,15 @@ def decode(read: Callable[[], Image.Image], size: int, grayscale: bool) -> np.nd
 
 def to_array(image: Image.Image, size: int, grayscale: bool) -> np.ndarray:
     """uint8 (size, size) if grayscale else (size, size, 3); non-square images are resized, not cropped."""
-    image = _eight_bit(image).convert("L" if grayscale else "RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)  # antialiased when shrinking
-    return np.asarray(image, dtype=np.uint8)
+    return resized(np.asarray(_eight_bit(image).convert("L" if grayscale else "RGB"), dtype=np.uint8), size)
+
+
+def resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> (size, size[, 3]): the one resize of every face, for training,
+    evaluation and predict alike (PIL's bilinear, antialiased when shrinking)."""
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

@@ -1,7 +1,7 @@
 """From a detected face to the network's input, exactly as evaluation feeds the encoder.
 
 A run trained on 48x48 grayscale whitened faces must see 48x48 grayscale whitened faces: the
-same luma weights, the same antialiased resize rounded to uint8, the same per-image whitening.
+same luma conversion and the same resize as the dataset cache (PIL's), the same per-image whitening.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class InputSpec:
     def to_metadata(self) -> dict[str, str]:
         return {"input_size": str(self.size), "grayscale": json.dumps(self.grayscale), "channels": str(self.channels),
                 "classes": json.dumps(list(self.classes)), "whiten": json.dumps(self.whiten),
-                "preprocessing": "face crop -> ITU-R 601 luma if grayscale -> antialiased resize to input_size, "
-                                 "rounded to uint8 -> /255 -> "
+                "preprocessing": "face crop -> ITU-R 601 luma if grayscale (as PIL's convert('L')) -> PIL "
+                                 "bilinear resize to input_size (antialiased when shrinking), uint8 -> /255 -> "
                                  + ("per-image whitening (x - mean) / max(std, 1/255)" if self.whiten else "x * 2 - 1")}
 
     @classmethod
