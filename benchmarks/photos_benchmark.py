@@ -52,6 +52,8 @@ def predict(run: Path, inputs: list[Path], out: Path, *options: str) -> tuple[di
     largest: dict[str, tuple[int, str]] = {}
     for line in out.read_text().splitlines():
         r = json.loads(line)
+        if r["box"] is None:  # "no face detected"
+            continue
         area = r["box"][2] * r["box"][3]
         if r["source"] not in largest or area > largest[r["source"]][0]:
             largest[r["source"]] = (area, r["label"])

@@ -24,7 +24,7 @@ def to_luma(images: np.ndarray) -> np.ndarray:
 
 def to_uint8_input(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (H, W) or (H, W, 3) -> uint8 (C, size, size), resized exactly as the dataset cache resizes."""
-    t = torch.from_numpy(np.ascontiguousarray(resized(image, size)))
+    t = torch.tensor(resized(image, size))  # a copy: the input may be a read-only view
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
 

@@ -91,21 +91,23 @@ def _joint_mean(scores: torch.Tensor, joint: torch.Tensor | None) -> torch.Tenso
 
 
 def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:
-    """The marginal samples (an image with the code of another item) as a mask over (B, B)."""
+    """The default marginal samples (an image with the code of another item) as a mask over (B, B)."""
     b = scores.shape[-1]
     return ~torch.eye(b, dtype=torch.bool, device=scores.device)
 
 
-def _marginal_log_mean_exp(scores: torch.Tensor) -> torch.Tensor:
-    """log E_marginal[exp T] over every off-diagonal entry, computed with log-sum-exp."""
-    b = scores.shape[-1]
-    off = scores.masked_fill(~_off_diagonal(scores), float("-inf"))
-    return torch.logsumexp(off.flatten(), dim=0) - math.log(off.numel() // b * (b - 1))
+def _marginal_log_mean_exp(scores: torch.Tensor, marginal: torch.Tensor | None = None) -> torch.Tensor:
+    """log E_marginal[exp T] over the entries of the (B, B) mask `marginal` (default: off the
+    diagonal) of every matrix, computed with log-sum-exp."""
+    mask = _off_diagonal(scores) if marginal is None else marginal
+    kept = scores.masked_fill(~mask, float("-inf"))
+    return torch.logsumexp(kept.flatten(), dim=0) - math.log(int(mask.sum()) * (scores.numel() // mask.numel()))
 
 
-def dv_bound(scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> torch.Tensor:
+def dv_bound(scores: torch.Tensor, joint_mask: torch.Tensor | None = None,
+             marginal_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Donsker-Varadhan: E_joint[T] - log E_marginal[exp T], in nats, computed with log-sum-exp."""
-    return _joint_mean(scores, joint_mask) - _marginal_log_mean_exp(scores)
+    return _joint_mean(scores, joint_mask) - _marginal_log_mean_exp(scores, marginal_mask)
 
 
 class MIEstimator(nn.Module):
@@ -119,7 +121,8 @@ class MIEstimator(nn.Module):
         (with several joint entries in a row, the mean over them, as in supervised contrastive losses).
 
     `joint_mask` (B, B) marks which (image, code) entries are joint samples; by default the
-    diagonal (each image with its own code).
+    diagonal (each image with its own code). `marginal_mask` marks the entries drawn from the
+    product of the marginals (independent items); by default every entry off the diagonal.
     """
 
     def __init__(self, kind: str = "dv", ema: float = 0.01) -> None:
@@ -129,14 +132,15 @@ class MIEstimator(nn.Module):
         self.kind, self.ema = kind, ema
         self.register_buffer("log_ma", torch.tensor(float("nan")))
 
-    def forward(self, scores: torch.Tensor, joint_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, scores: torch.Tensor, joint_mask: torch.Tensor | None = None,
+                marginal_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "infonce":
             return self._infonce(scores, joint_mask)
         joint = _joint_mean(scores, joint_mask)
-        lme = _marginal_log_mean_exp(scores)
+        lme = _marginal_log_mean_exp(scores, marginal_mask)
         estimate = (joint - lme).detach()  # the DV bound
         if self.kind == "jsd":
-            off = _off_diagonal(scores)
+            off = _off_diagonal(scores) if marginal_mask is None else marginal_mask
             softplus_marginal = (nn.functional.softplus(scores) * off).sum() / (off.sum() * (scores.numel() // off.numel()))
             return -_joint_mean(nn.functional.softplus(-scores), joint_mask) - softplus_marginal, estimate
         if self.training:
