@@ -1,6 +1,7 @@
 """Bad input gives a clear one-line error (exit 2, no traceback) or, for unreadable images, one
 warning that counts and names them (an error under --strict); odd image modes are converted."""
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,43 @@ def test_no_stage1_epochs_is_said(tmp_path, caplog):
                      "stage2.epochs=1", "stage3.epochs=1", "data.train_identities=4", "data.test_identities=2",
                      "data.images_per_identity=10"]) == 0
     assert "stage1.epochs=0: Stage 2 and the classifier use the expression encoder as model.init=random" in caplog.text
+
+
+@pytest.mark.parametrize("pixel, why", [("99999999999999999999", "'99999999999999999999' (number 2) is not a whole number 0..255"),
+                                        ("300", "pixel value 300 (number 2) is not a whole number 0..255")])
+def test_fer2013_pixel_out_of_range_is_skipped_with_its_reason(tmp_path, caplog, pixel, why):
+    """Issue case 4 (an OverflowError traceback before) and the minor 'got 2304 values' report."""
+    good = np.zeros((48, 48), dtype=np.uint8)
+    bad = "0 " + pixel + " 0" * 2302
+    path = fer_csv(tmp_path / "fer.csv", [(0, "Training", good), (1, "Training", bad), (2, "PublicTest", good)])
+    with caplog.at_level(logging.WARNING, logger="dicefer"):
+        train, _ = load(f"fer2013:{path}", tmp_path)
+    assert len(train) == 1 and why in caplog.text
+
+
+@pytest.mark.parametrize("spec", ["fer2013", "rafdb"])
+def test_a_superscript_digit_label_is_a_data_error(tmp_path, spec):
+    """Issue case 5: '²'.isdigit() is True but int('²') fails."""
+    if spec == "fer2013":
+        path = fer_csv(tmp_path / "fer.csv", [(0, "Training", np.zeros((48, 48), np.uint8)), ("²", "Training", "0")])
+        with pytest.raises(DataError, match=r"fer\.csv, line 3: unknown emotion '²'"):
+            load(f"fer2013:{path}", tmp_path)
+    else:
+        basic = rafdb_tree(tmp_path / "raf", ["train_00001.jpg 1", "test_0001.jpg 2"])
+        (basic / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg ²\ntest_0001.jpg 2\n")
+        with pytest.raises(DataError, match=r"list_patition_label\.txt, line 1: unknown label '²'"):
+            load(f"rafdb:{basic}", tmp_path)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_ckplus_emotion_file_holding_nan_or_inf_is_a_data_error(tmp_path, text):
+    """Issue case 7."""
+    root = tmp_path / "ck"
+    label = root / "Emotion" / "S005" / "001" / "S005_001_00000011_emotion.txt"
+    label.parent.mkdir(parents=True)
+    label.write_text(f"   {text}\n")
+    frames = root / "cohn-kanade-images" / "S005" / "001"
+    for k in range(3):
+        write(frames / f"S005_001_0000001{k}.png", face(k, 24))
+    with pytest.raises(DataError, match=rf"S005_001_00000011_emotion\.txt, line 1: unknown emotion code '{re.escape(text)}'"):
+        load(f"ckplus:{root}", tmp_path)
