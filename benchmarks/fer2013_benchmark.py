@@ -86,12 +86,20 @@ def run_record(run: Path, key: str, seed: int, started: float, finished: float) 
     test = report["test"]
     return {
         "method": key, "seed": seed, "date": time.strftime("%Y-%m-%d"), "wall_min": (finished - started) / 60,
+        "commit": code_version(),
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "train_accuracy": report["train"]["accuracy"],
         "recall": {c: test["per_class"][c]["recall"] for c in report["classes"]},
         "mig": report.get("disentanglement", {}).get("mig"), "mig_group": report.get("disentanglement", {}).get("mig_group"),
         "curve": curve, "machine": machine(cfg), "config": {k: cfg[k] for k in ("lr_schedule", "batch_size", "seed")}
         | {"stage1": cfg["stage1"], "stage2": cfg["stage2"], "mi": cfg["mi"], "supervised": cfg["supervised"]},
     }
+
+
+def code_version() -> str:
+    """The commit the runs were trained with (`+` when the tree had changes), for pooling one recipe."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def machine(cfg: dict) -> str:
@@ -118,6 +126,7 @@ def write_doc(records: dict) -> None:
     classes = list(next(iter(records.values()))["recall"])
     dates = sorted({r["date"] for r in records.values()})
     machines = sorted({r["machine"] for r in records.values()})
+    commits = sorted({r["commit"] for r in records.values() if "commit" in r})
     lines = [
         "## FER2013 (train/ -> val/), 48x48, the `real-cpu` preset against the supervised baseline and the paper's recipe",
         "",
@@ -126,7 +135,9 @@ def write_doc(records: dict) -> None:
          "weights, augmentation (the paper's rotations and flips), cosine schedule and number of encoder steps "
          "(DICE-FER: Stage 1 8 epochs of pairs + Stage 2 1; baseline: 9 epochs of single images, each epoch "
          "len(train) / 64 steps of 64 images; the 18-epoch baseline has twice the steps). "
-         f"Budget {BUDGET_MIN} min a run. Each run's numbers: `docs/fer2013/`. Produced by `benchmarks/fer2013_benchmark.py`."),
+         f"Budget {BUDGET_MIN} min a run. Each run's numbers: `docs/fer2013/`"
+         + (f" (code: commit {', '.join(commits)} where recorded)" if commits else "")
+         + ". Produced by `benchmarks/fer2013_benchmark.py`."),
         "",
         "| method | seeds | val accuracy (mean, per seed) | macro-F1 (mean) | train accuracy | wall time (min, max over seeds) |",
         "|---|---|---|---|---|---|",
