@@ -181,3 +181,14 @@ def test_export_fails_when_the_graph_does_not_match_pytorch(tiny_run, tmp_path, 
     assert main(["export", "--run", str(tiny_run), "--out", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "differ from PyTorch's" in err[-1] and "--keep-convs" in err[-1] and not path.exists()
+
+
+def test_an_export_frames_detections_as_its_run_does(tiny_run, exported):
+    from test_framing import FixedBox
+
+    from dicefer.inference.framing import calibrate
+
+    run = LoadedRun(tiny_run)
+    assert np.array_equal(OnnxBackend(exported).exemplars, run.exemplars)
+    framing = ExpressionRecognizer(OnnxBackend(exported), FixedBox()).framing
+    assert framing == calibrate(FixedBox(), run.exemplars) == ExpressionRecognizer(TorchBackend(run), FixedBox()).framing
