@@ -89,12 +89,17 @@ def test_csv_output(tiny_run, tmp_path, capsys):
     assert sum(float(rows[0][c]) for c in CLASSES) == pytest.approx(1, abs=1e-5) and rows[0]["label"] in CLASSES
 
 
-def test_video_every_nth_frame(tiny_run, tmp_path, capsys):
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 192))
+def face_video(path: Path) -> Path:
+    """25 frames of a rendered face at 10 frames/s (MJPG)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 192))
     for i in range(25):
         writer.write(cv2.cvtColor(face_photo(0, i % 7), cv2.COLOR_GRAY2BGR))
     writer.release()
+    return path
+
+
+def test_video_every_nth_frame(tiny_run, tmp_path, capsys):
+    video = face_video(tmp_path / "clip.avi")
     code, records, _ = predict(capsys, "--run", str(tiny_run), str(video), "--every", "10")
     assert code == 0
     assert [(r["frame"], r["time"]) for r in records] == [(0, 0.0), (10, 1.0), (20, 2.0)]
@@ -284,11 +289,7 @@ def test_predict_out_that_cannot_be_written_is_one_line(tiny_run, tmp_path, caps
 
 
 def test_a_damaged_video_is_one_warning_and_frames_are_counted_as_frames(tiny_run, tmp_path, capfd):
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 192))
-    for i in range(25):
-        writer.write(cv2.cvtColor(face_photo(0, i % 7), cv2.COLOR_GRAY2BGR))
-    writer.release()
+    video = face_video(tmp_path / "clip.avi")
     (tmp_path / "damaged.mp4").write_bytes(b"garbage" * 100)
     assert main(["predict", "--quiet", "--run", str(tiny_run), str(video), str(tmp_path / "damaged.mp4")]) == 0
     err = capfd.readouterr().err  # file-descriptor level: FFmpeg writes there itself

@@ -4,7 +4,6 @@ frame with an error, so the caller warns once and goes on."""
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,6 @@ import numpy as np
 from PIL import Image
 
 from .images import UnreadableImage, read_file
-
-# FFmpeg's own messages about a damaged video ("moov atom not found") would reach the user's terminal
-# beside dicefer's one-line warning; read when OpenCV opens its first video, so set here.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
