@@ -18,10 +18,10 @@ import time
 import torch
 from demo_benchmark import write_block
 
-from dicefer.accelerator import adam
 from dicefer.models import cpu_conv
 from dicefer.models.cpu_conv import machine_signature, use_small_map_convs
 from dicefer.models.encoders import Encoder
+from dicefer.training.accelerator import adam
 
 
 def step_time(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, steps: int) -> float:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from dicefer.accelerator import Accelerator, adam
 from dicefer.config import build_config
 from dicefer.models.cpu_conv import machine_signature
 from dicefer.models.encoders import Encoder
 from dicefer.models.heads import Classifier, ShuffleDiscriminator
-from dicefer.stages import MITerm, Stage1, Stage2, supervised_step
-from dicefer.train import train
+from dicefer.pipeline import train_and_evaluate
+from dicefer.training.accelerator import Accelerator, adam
+from dicefer.training.stages import MITerm, Stage1, Stage2, supervised_step
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -111,7 +111,7 @@ def main() -> None:
         cfg = build_config(args.preset, None, [*args.overrides, f"method={method}", f"seed={args.seed}"])
         out = args.out / f"{args.preset}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
         start = time.perf_counter()
-        reports[method] = train(cfg, out)
+        reports[method] = train_and_evaluate(cfg, out)
         wall[method] = time.perf_counter() - start
         print(f"{method}: {json.dumps(reports[method]['test'] | {'per_class': '...'})}", file=sys.stderr)
     speed = throughput(build_config(args.preset, None, args.overrides), args.rounds, args.steps)

@@ -30,7 +30,6 @@ import torch
 from demo_benchmark import write_block
 
 from dicefer import ExpressionRecognizer
-from dicefer.checkpoint import LoadedRun
 from dicefer.config import PRESETS, build_config
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.inference.backends import OnnxBackend, TorchBackend
@@ -38,7 +37,8 @@ from dicefer.inference.dense_convs import densify_small_maps
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.onnx_export import export_onnx
 from dicefer.inference.quantize import quantize_int8
-from dicefer.train import train
+from dicefer.pipeline import train_and_evaluate
+from dicefer.run import LoadedRun
 
 ONNX_CONVS = "onnxruntime, every convolution a Conv node (as before 2026-11-29)"
 TORCH_DENSE = "PyTorch eager, small-map convolutions as matrix products (as the export)"
@@ -125,7 +125,7 @@ def main() -> None:
         run = work / "run"
         tiny = ["data.train_identities=4", "data.test_identities=2", "data.images_per_identity=10",
                 "stage1.epochs=1", "stage3.epochs=1"]
-        train(build_config("smoke", None, [f"data.size={args.size}", *tiny]), run, show_progress=False)
+        train_and_evaluate(build_config("smoke", None, [f"data.size={args.size}", *tiny]), run, show_progress=False)
     export_onnx(run, work / "model.onnx")
     export_onnx(run, work / "convs.onnx", dense=False)  # what the int8 quantizer takes
     check = quantize_int8(LoadedRun(run), work / "convs.onnx", work / "int8.onnx")

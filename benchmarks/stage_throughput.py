@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from dicefer.config import build_config
-from dicefer.distributed import resolve_device
-from dicefer.train import train
+from dicefer.pipeline import train_and_evaluate
+from dicefer.training.distributed import resolve_device
 
 
 def stage_throughput(preset: str, method: str, epochs: int, overrides: list[str]) -> dict[str, float] | None:
@@ -31,7 +31,7 @@ def stage_throughput(preset: str, method: str, epochs: int, overrides: list[str]
     per_stage = [f"{key}.epochs={epochs}" for key in ("stage1", "stage2", "stage3", "supervised")]
     cfg = build_config(preset, None, [*per_stage, f"method={method}", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        if train(cfg, Path(tmp) / "run", show_progress=False) is None:
+        if train_and_evaluate(cfg, Path(tmp) / "run", show_progress=False) is None:
             return None
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     out = {}

@@ -12,7 +12,7 @@ from trees import class_tree, face, fer_csv, rafdb_tree, write
 from dicefer.cli import main
 from dicefer.config import DataConfig, TrainConfig
 from dicefer.data.listing import DataError
-from dicefer.datasets import load_dataset
+from dicefer.data.registry import load_dataset
 
 
 def run_error(capsys, tmp_path: Path, *args: str) -> str:

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from dicefer.accelerator import Accelerator, cpu_has_native_bf16
 from dicefer.cli import parse_args
 from dicefer.config import PRESETS, build_config, from_dict, to_dict
 from dicefer.errors import ConfigError
+from dicefer.training.accelerator import Accelerator, cpu_has_native_bf16
 
 
 def test_precedence_preset_file_override(tmp_path):

@@ -18,8 +18,8 @@ from dicefer.data import cache as cache_module
 from dicefer.data import fer2013
 from dicefer.data.base import CLASSES, CONTEMPT, canonical_class
 from dicefer.data.listing import Listing
+from dicefer.data.registry import load_dataset
 from dicefer.data.transforms import Preprocess
-from dicefer.datasets import load_dataset
 
 FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 

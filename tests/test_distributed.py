@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import dicefer
-from dicefer.checkpoint import load_checkpoint
 from dicefer.data.base import CLASSES
 from dicefer.data.pairs import SameExpressionPairs
+from dicefer.training.checkpoint import load_checkpoint
 
 TINY = ["--preset", "smoke", "--quiet", "threads=1", "data.train_identities=6", "data.test_identities=3",
         "data.images_per_identity=12", "batch_size=8", "stage1.epochs=2", "stage2.epochs=1", "stage3.epochs=2"]
@@ -44,13 +44,14 @@ def test_ranks_get_distinct_pairs_of_the_same_shuffle(world_size):
 RANK_WATCH = """
 import json, os, sys
 import torch
-from dicefer import cli, distributed, engine
+from dicefer import cli
+from dicefer.training import distributed, loop
 out, modules, averaged = sys.argv[1], {}, []
-run = engine.StageRunner.run
+run = loop.StageRunner.run
 def watched(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs):
     run(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs)
     modules.update({name: m for name, m in state.items() if isinstance(m, torch.nn.Module)})
-engine.StageRunner.run = watched
+loop.StageRunner.run = watched
 step = distributed.AveragedGradients.step
 def counted(self):
     averaged.append(1)

@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from dicefer.checkpoint import build_inference_modules
 from dicefer.config import TrainConfig
+from dicefer.models.build import run_modules
 from dicefer.models.encoders import Encoder
 
 
@@ -18,9 +18,9 @@ def test_without_maxpool_local_features_have_twice_the_resolution():
 def test_saved_runs_rebuild_the_stem_they_were_trained_with():
     cfg = TrainConfig()
     cfg.model.maxpool = False
-    modules = build_inference_modules(cfg, ["expression", "identity"])
+    modules = run_modules(cfg, ["expression", "identity"])
     for encoder in modules.values():
         assert not any(isinstance(m, nn.MaxPool2d) for m in encoder.modules())
-    assert any(isinstance(m, nn.MaxPool2d) for m in build_inference_modules(TrainConfig(), ["expression"])["expression"].modules())
+    assert any(isinstance(m, nn.MaxPool2d) for m in run_modules(TrainConfig(), ["expression"])["expression"].modules())
     # the weights are the same tensors either way, so a run's safetensors load into both
     assert Encoder(16, 1).state_dict().keys() == Encoder(16, 1, maxpool=False).state_dict().keys()

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
-from dicefer.distributed import Process
-from dicefer.engine import (
+from dicefer.training.distributed import Process
+from dicefer.training.loop import (
     MetricsLog,
     ResumableBatches,
     StageRunner,

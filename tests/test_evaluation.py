@@ -9,15 +9,15 @@ import pytest
 from PIL import Image
 
 from dicefer.data.base import CLASSES
-from dicefer.evaluate import disentanglement
-from dicefer.evaluation import (
+from dicefer.evaluation.evaluate import disentanglement
+from dicefer.evaluation.metrics import (
     classification_metrics,
     embedding_2d,
     group_mutual_information_gap,
     identity_probe,
     mutual_information_gap,
 )
-from dicefer.report import write_report
+from dicefer.evaluation.report import write_report
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from PIL import Image
 from torch.fx.experimental.optimization import fuse
 
 from dicefer import ExpressionRecognizer
-from dicefer.checkpoint import LoadedRun
 from dicefer.cli import main
 from dicefer.data.base import CLASSES
 from dicefer.errors import UserError
@@ -18,6 +17,7 @@ from dicefer.inference.backends import ExpressionModel, OnnxBackend, TorchBacken
 from dicefer.inference.dense_convs import densify_small_maps
 from dicefer.models.encoders import Encoder
 from dicefer.models.heads import Classifier
+from dicefer.run import LoadedRun
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -7,10 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicefer.checkpoint import EXEMPLARS, LoadedRun
 from dicefer.inference import ExpressionRecognizer
 from dicefer.inference.backends import exemplars_from_metadata, exemplars_to_metadata
-from dicefer.inference.framing import CANVAS, FACE_SIDE, MIN_FOUND, Framing, calibrate, in_frame, square_crop
+from dicefer.inference.framing import (
+    CANVAS,
+    FACE_SIDE,
+    MIN_FOUND,
+    Framing,
+    calibrate,
+    in_frame,
+    square_crop,
+)
+from dicefer.run import EXEMPLARS, LoadedRun
 
 YUNET = Path(__file__).parents[2] / "shared" / "models" / "face_detection_yunet_2026may.onnx"
 FER2013_VAL = Path(__file__).parents[2] / "shared" / "data" / "fer2013" / "val"

@@ -25,8 +25,8 @@ from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.torch_datasets import Faces, resize_all
 from dicefer.data.transforms import Preprocess, to_luma
 from dicefer.inference.detectors import HaarDetector
-from dicefer.inference.images import load_image
 from dicefer.inference.framing import Framing, square_crop
+from dicefer.inference.images import load_image
 from dicefer.inference.preprocess import InputSpec
 
 
@@ -265,7 +265,7 @@ def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, 
     from trees import rafdb_tree
 
     from dicefer.config import build_config
-    from dicefer.datasets import load_dataset
+    from dicefer.data.registry import load_dataset
 
     basic = rafdb_tree(tmp_path / "raf", ["train_00001.jpg 1", "train_00002.jpg 2", "test_0001.jpg 3", "test_0002.jpg 5"])
     for k, path in enumerate(sorted((basic / "Image" / "aligned").glob("*.jpg"))):

@@ -14,9 +14,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 import dicefer
-from dicefer.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from dicefer.cli import main
-from dicefer.engine import NonFiniteLoss, train_one_epoch
+from dicefer.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dicefer.training.loop import NonFiniteLoss, train_one_epoch
 
 # A few steps per epoch and a checkpoint every 2 steps: kills land in the middle of an epoch.
 TINY = ["--preset", "smoke", "--quiet", "threads=1", "data.train_identities=6", "data.test_identities=3",
@@ -112,7 +116,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("dicefer.checkpoint.save_file", crash)
+    monkeypatch.setattr("dicefer.training.checkpoint.save_file", crash)
     with pytest.raises(OSError):
         save_checkpoint(path, {"position": {"stage": "stage2"}, "w": torch.zeros(3)})
     record = load_checkpoint(path)

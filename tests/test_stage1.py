@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dicefer.stages import consistency_l1, whiten
+from dicefer.training.stages import consistency_l1, whiten
 
 
 def test_scaling_the_codes_lowers_only_the_raw_l1():
@@ -55,7 +55,7 @@ def test_whitening_sees_pair_differences_that_a_dominant_direction_hides():
 def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
     from torch import nn
 
-    from dicefer.stages import finetune_step
+    from dicefer.training.stages import finetune_step
 
     torch.manual_seed(0)
     shared = torch.randn(8, 6)  # what a pair has in common; the other 6 inputs differ within it

@@ -6,7 +6,7 @@ __all__ = ["ExpressionRecognizer", "Face"]
 def __getattr__(name: str):
     # Imported on first use: `import dicefer` (and the CLI's --help) stays free of torch and OpenCV.
     if name in __all__:
-        from . import inference
+        from dicefer import inference
 
         return getattr(inference, name)
     raise AttributeError(f"module 'dicefer' has no attribute {name!r}")

@@ -8,9 +8,9 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from .config import PRESETS, build_config
-from .datasets import parse_spec
-from .errors import ConfigError, UserError
+from dicefer.config import PRESETS, build_config
+from dicefer.data.registry import parse_spec
+from dicefer.errors import ConfigError, UserError
 
 EPILOG = """examples:
   dicefer train                                  # demo preset on the embedded synthetic faces (< 10 min, CPU)
@@ -140,13 +140,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         parse_spec(cfg.data.spec)
         out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
     # torch is imported only once the arguments are known to be good
-    from .engine import Interrupted
-    from .train import train
+    from dicefer.pipeline import train_and_evaluate
+    from dicefer.training.loop import Interrupted
 
     verb = "resuming" if args.resume else "training"
     print(f"dicefer: {verb} {cfg.method} on {cfg.data.spec} into {out}", file=sys.stderr)
     try:
-        report = train(cfg, out, show_progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+        report = train_and_evaluate(cfg, out, show_progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
     except Interrupted as err:
         print(f"dicefer: {err}; continue with: dicefer train --resume {out}", file=sys.stderr)
         return 128 + err.signum
@@ -168,7 +168,7 @@ def resumed_config(args: argparse.Namespace, hardware: list[str]):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from dicefer.evaluation.evaluate import evaluate_run
 
     report = evaluate_run(args.run, args.data)
     print_summary(report, args.run)
@@ -176,9 +176,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import ExpressionRecognizer
-    from .inference.outputs import Annotator, open_sink
-    from .inference.predict import predict_inputs
+    from dicefer.inference import ExpressionRecognizer
+    from dicefer.inference.outputs import Annotator, open_sink
+    from dicefer.inference.predict import predict_inputs
 
     if args.every < 1:
         raise UserError("--every must be at least 1")
@@ -208,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .inference.onnx_export import export_onnx
+    from dicefer.inference.onnx_export import export_onnx
 
     if not args.int8:
         difference = export_onnx(args.run, args.out, dense=not args.keep_convs)
@@ -218,8 +218,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     import tempfile
 
-    from .checkpoint import LoadedRun
-    from .inference.quantize import quantize_int8
+    from dicefer.inference.quantize import quantize_int8
+    from dicefer.run import LoadedRun
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent) as tmp:

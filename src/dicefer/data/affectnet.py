@@ -13,11 +13,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config import DataConfig
-from .base import canonical_class, class_list
-from . import numbers
-from .images import UnreadableImage, read_image
-from .listing import DataError, Listing, csv_rows, files_fingerprint
+from dicefer.config import DataConfig
+from dicefer.data import numbers
+from dicefer.data.base import canonical_class, class_list
+from dicefer.data.images import UnreadableImage, read_image
+from dicefer.data.listing import DataError, Listing, csv_rows, files_fingerprint
 
 CSVS = {"train": ("training.csv", "Manually_training.csv"), "val": ("validation.csv", "Manually_validation.csv")}
 LAYOUT = "training.csv and validation.csv (AffectNet's manual annotations) and Manually_Annotated_Images/"

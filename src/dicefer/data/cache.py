@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .base import FaceSet
-from .images import UnreadableImage, decode
-from .listing import DataError, Listing
+from dicefer.data.base import FaceSet
+from dicefer.data.images import UnreadableImage, decode
+from dicefer.data.listing import DataError, Listing
 
 CACHE_VERSION = 2  # 2: EXIF orientation applied
 SHOWN_FAILURES = 3

@@ -10,11 +10,11 @@ import logging
 import re
 from pathlib import Path
 
-from ..config import DataConfig
-from . import folder, numbers
-from .base import canonical_class, class_list
-from .folds import subject_folds
-from .listing import DataError, Listing, image_files, read_text
+from dicefer.config import DataConfig
+from dicefer.data import folder, numbers
+from dicefer.data.base import canonical_class, class_list
+from dicefer.data.folds import subject_folds
+from dicefer.data.listing import DataError, Listing, image_files, read_text
 
 LAYOUT = ("CK+'s cohn-kanade-images/S005/001/*.png with Emotion/S005/001/*_emotion.txt, "
           "or one folder per class holding files named like S005_001_00000011.png (CK+48)")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config import DataConfig
-from . import folder, numbers
-from .base import CLASSES, canonical_class
-from .images import UnreadableImage
-from .listing import DataError, Listing, csv_rows, files_fingerprint
+from dicefer.config import DataConfig
+from dicefer.data import folder, numbers
+from dicefer.data.base import CLASSES, canonical_class
+from dicefer.data.images import UnreadableImage
+from dicefer.data.listing import DataError, Listing, csv_rows, files_fingerprint
 
 LAYOUT = "fer2013.csv with columns emotion,pixels,Usage, or train/, optional val/ and test/ with one sub-folder per class"
 EMOTIONS = tuple(CLASSES.index(canonical_class(n)) for n in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))

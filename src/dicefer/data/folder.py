@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import DataConfig
-from .base import CLASSES, CONTEMPT, canonical_class, class_list
-from .listing import DataError, Listing, image_files, require_dir
+from dicefer.config import DataConfig
+from dicefer.data.base import CLASSES, CONTEMPT, canonical_class, class_list
+from dicefer.data.listing import DataError, Listing, image_files, require_dir
 
 LAYOUT = "train/, optional val/ and test/, each with one sub-folder per class (for example train/happy/*.jpg)"
 SPLITS = ("train", "val", "test")

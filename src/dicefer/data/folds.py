@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .listing import DataError, Listing
+from dicefer.data.listing import DataError, Listing
 
 
 def subject_folds(name: str, sources: list[str], labels: list[int], subjects: Sequence[str],

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import UserError
-from .images import read_image
+from dicefer.data.images import read_image
+from dicefer.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .listing import DataError
+from dicefer.data.listing import DataError
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # int() refuses 4300+ digits
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..config import DataConfig
-from .base import CLASSES
-from .folder import class_folders
-from .folds import subject_folds
-from .listing import DataError, Listing, image_files
+from dicefer.config import DataConfig
+from dicefer.data.base import CLASSES
+from dicefer.data.folder import class_folders
+from dicefer.data.folds import subject_folds
+from dicefer.data.listing import DataError, Listing, image_files
 
 LAYOUT = "one folder per subject (P001/), each with one frame folder per expression (P001/Happiness/000.jpeg ...)"
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig
-from .base import CLASSES
-from . import numbers
-from .listing import DataError, Listing, read_text, require_dir, require_file
+from dicefer.config import DataConfig
+from dicefer.data import numbers
+from dicefer.data.base import CLASSES
+from dicefer.data.listing import (
+    DataError,
+    Listing,
+    read_text,
+    require_dir,
+    require_file,
+)
 
 LABELS = "EmoLabel/list_patition_label.txt"
 LAYOUT = f"RAF-DB's basic/ folder: {LABELS} and Image/aligned/ (or Image/original/ with data.aligned=false)"

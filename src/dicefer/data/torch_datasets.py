@@ -7,19 +7,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .base import FaceSet
-from .transforms import Preprocess, to_luma, to_uint8_input
+from dicefer.data.base import FaceSet
+from dicefer.data.transforms import Preprocess, to_luma, to_uint8_input
 
 
 def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
-    """Decode once: uint8 (N, C, size, size), so epochs only pay for augmentation."""
+    """Decode once: uint8 (N, C, size, size), C = 1 if grayscale else 3, so epochs only pay for augmentation."""
     images = faces.images
     if grayscale and images.ndim == 4:
         images = to_luma(images)
+    elif not grayscale and images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=3)
     if images.shape[1] == size and images.shape[2] == size:
         t = torch.from_numpy(np.ascontiguousarray(images))
         return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
     return torch.stack([to_uint8_input(img, size) for img in images])
+
+
+def evaluation_faces(faces: FaceSet, size: int, grayscale: bool) -> Faces:
+    """The faces as evaluation (and Stage 3, and predict) see them: resized once, no augmentation."""
+    return Faces(resize_all(faces, size, grayscale), faces.expression, Preprocess())
 
 
 class Faces(Dataset):

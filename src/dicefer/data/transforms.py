@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from .images import resized
+from dicefer.data.images import resized
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
 AUGMENTATIONS = ("paper", "flip", "none")

@@ -6,6 +6,6 @@ import os
 # so it is set when the inference package is imported, before any video use.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from .recognizer import ExpressionRecognizer, Face  # noqa: E402
+from dicefer.inference.recognizer import ExpressionRecognizer, Face  # noqa: E402
 
 __all__ = ["ExpressionRecognizer", "Face"]

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from ..checkpoint import LoadedRun
-from ..errors import RunError, UserError
-from .preprocess import InputSpec
+from dicefer.errors import RunError, UserError
+from dicefer.inference.preprocess import InputSpec
+from dicefer.run import LoadedRun
 
 INPUT, OUTPUTS = "input", ("probabilities", "expression_code")
 

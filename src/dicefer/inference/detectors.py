@@ -13,7 +13,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from dicefer.errors import UserError
 
 Box = tuple[int, int, int, int]
 DETECTORS = ("haar", "none", "yunet")

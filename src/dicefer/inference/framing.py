@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detectors import Box, Detector
+from dicefer.inference.detectors import Box, Detector
 
 FACE_SIDE, CANVAS = 192, 320  # exemplars are enlarged to FACE_SIDE and centred in a CANVAS frame of mid-grey
 MIN_FOUND = 8  # fewer detections than this on the exemplars: no calibration

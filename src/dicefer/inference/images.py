@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import UserError
+from dicefer.errors import UserError
 
 ImageLike = str | Path | Image.Image | np.ndarray
 

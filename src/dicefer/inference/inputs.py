@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .images import UnreadableImage, read_file
+from dicefer.inference.images import UnreadableImage, read_file
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 

@@ -15,11 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
-from ..checkpoint import LoadedRun, atomic_write
-from ..errors import RunError, UserError
-from .backends import INPUT, OUTPUTS, OnnxBackend, TorchBackend, exemplars_to_metadata, import_onnxruntime
-from .dense_convs import densify_small_maps
+from dicefer import __version__
+from dicefer.errors import RunError, UserError
+from dicefer.inference.backends import (
+    INPUT,
+    OUTPUTS,
+    OnnxBackend,
+    TorchBackend,
+    exemplars_to_metadata,
+    import_onnxruntime,
+)
+from dicefer.inference.dense_convs import densify_small_maps
+from dicefer.run import LoadedRun, atomic_write
 
 OPSET = 17
 PARITY = 1e-3  # the largest probability difference from PyTorch an export may have

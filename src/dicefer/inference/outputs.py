@@ -8,8 +8,8 @@ from typing import TextIO
 
 import cv2
 
-from .inputs import Frame
-from .recognizer import Face
+from dicefer.inference.inputs import Frame
+from dicefer.inference.recognizer import Face
 
 NO_FACE = "no face detected"
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .inputs import Frame, expand, frames
-from .outputs import Annotator, Csv, JsonLines, records
-from .recognizer import ExpressionRecognizer
+from dicefer.inference.inputs import Frame, expand, frames
+from dicefer.inference.outputs import Annotator, Csv, JsonLines, records
+from dicefer.inference.recognizer import ExpressionRecognizer
 
 
 @dataclass

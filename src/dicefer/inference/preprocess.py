@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.transforms import Preprocess, to_luma, to_uint8_input
+from dicefer.data.transforms import Preprocess, to_luma, to_uint8_input
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import LoadedRun
-from ..data.torch_datasets import Faces, resize_all
-from ..data.transforms import Preprocess
-from ..datasets import load_dataset
-from ..errors import UserError
-from .backends import INPUT, OnnxBackend
+from dicefer.data.registry import load_dataset
+from dicefer.data.torch_datasets import evaluation_faces
+from dicefer.errors import UserError
+from dicefer.inference.backends import INPUT, OnnxBackend
+from dicefer.run import LoadedRun
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,7 @@ def run_faces(run: LoadedRun, split: str, n: int, seed: int) -> tuple[np.ndarray
     cfg = run.config
     faces = load_dataset(cfg, progress=False)[0 if split == "train" else 1]
     keep = np.sort(np.random.default_rng(seed).permutation(len(faces.expression))[:n])
-    images = resize_all(faces, cfg.data.size, cfg.data.grayscale)[keep]
-    dataset = Faces(images, faces.expression[keep], Preprocess.for_evaluation(cfg.data))
+    dataset = evaluation_faces(faces.subset(keep), cfg.data.size, cfg.data.grayscale)
     return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), faces.expression[keep]
 
 

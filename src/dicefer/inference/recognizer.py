@@ -10,11 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import LoadedRun
-from .backends import OnnxBackend, TorchBackend
-from .detectors import Box, Detector, HaarDetector, WholeImage, build_detector
-from .framing import MIN_FOUND, Framing, calibrate, square_crop
-from .images import ImageLike, load_image
+from dicefer.inference.backends import OnnxBackend, TorchBackend
+from dicefer.inference.detectors import (
+    Box,
+    Detector,
+    HaarDetector,
+    WholeImage,
+    build_detector,
+)
+from dicefer.inference.framing import MIN_FOUND, Framing, calibrate, square_crop
+from dicefer.inference.images import ImageLike, load_image
+from dicefer.run import LoadedRun
 
 
 @dataclass(frozen=True)

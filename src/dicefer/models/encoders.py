@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from .pretrained import imagenet_state_dict, load_trunk, read_state_dict
+from dicefer.models.pretrained import imagenet_state_dict, load_trunk, read_state_dict
 
 
 class Encoder(nn.Module):

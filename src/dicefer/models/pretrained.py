@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import ResNet18_Weights
 
-from ..errors import UserError
+from dicefer.errors import UserError
 
 HEAD = "fc."
 NESTING = ("state_dict", "model")

@@ -1,5 +1,5 @@
-"""A run folder as `dicefer train` owns it: the files a run writes (by name), the lock held while
-it trains, and what a fresh start may replace.
+"""A run folder as `dicefer train` holds it: the lock held while it trains, and what a fresh start
+may replace (a run's own files, by name; see run.py for the format).
 
 A folder holding anything else is not a run folder, and nothing in it is removed: `--overwrite`
 deletes a run's own files, never a user's. The lock is an OS lock (fcntl.flock) on `.lock`, so a
@@ -8,7 +8,6 @@ second `train` on the folder fails at once, and a lock left by a killed process 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,17 +15,20 @@ from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
-import yaml
-from safetensors import SafetensorError, safe_open
-
-from .errors import RunError
+from dicefer.errors import RunError
+from dicefer.run import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    MODEL,
+    PARTIAL,
+    PREVIOUS,
+    REPORT,
+    REPORT_FILES,
+    written_by_a_run,
+)
 
 LOCK = ".lock"
-CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", "model.safetensors",
-                                                "checkpoint.safetensors", "checkpoint.prev.safetensors")
-REPORT = "report"
-REPORT_FILES = ("report.json", "report.md", "confusion_*.png", "embedding.png", "training_curves.png")
-PARTIAL = (".model.safetensors.*", ".checkpoint.safetensors.*")  # atomic_write's temporary files
 
 
 def foreign_files(folder: Path) -> list[str]:
@@ -39,24 +41,9 @@ def foreign_files(folder: Path) -> list[str]:
                         if not (f.is_file() and any(fnmatch(f.name, p) for p in REPORT_FILES))]
         elif name == LOCK or any(fnmatch(name, p) for p in PARTIAL):
             continue
-        elif name not in (CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS) or not entry.is_file() or not _written_by_a_run(entry):
+        elif name not in (CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS) or not entry.is_file() or not written_by_a_run(entry):
             foreign.append(name + "/" * entry.is_dir())
     return foreign
-
-
-def _written_by_a_run(path: Path) -> bool:
-    try:
-        if path.name == CONFIG:
-            cfg = yaml.safe_load(path.read_text())
-            return isinstance(cfg, dict) and {"method", "data", "stage1"} <= set(cfg)
-        if path.name == METRICS:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return all(isinstance(r, dict) and "stage" in r for r in rows)
-        with safe_open(str(path), framework="pt") as f:  # the weights and checkpoints: dicefer's metadata
-            meta = f.metadata() or {}
-        return "config" in meta or meta.get("format", "").startswith("dicefer-checkpoint")
-    except (OSError, ValueError, yaml.YAMLError, SafetensorError):
-        return False
 
 
 def clear(folder: Path) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import get_worker_info
 
-from .models.cpu_conv import use_small_map_convs
+from dicefer.models.cpu_conv import use_small_map_convs
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # before pyplot is imported: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dicefer.evaluation import embedding_2d
+from dicefer.evaluation.metrics import embedding_2d
 
 DPI = 120
 SPLITS = ("test", "train")

@@ -1,4 +1,4 @@
-"""The loops: one epoch of any stage, the stages with checkpoints and resume, encoding, metrics.jsonl."""
+"""The loops: one epoch of any stage, the stages with checkpoints and resume, signals, metrics.jsonl."""
 from __future__ import annotations
 
 import itertools
@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import Stateful, capture_rng, restore_rng
-from .errors import UserError
+from dicefer.errors import UserError
+from dicefer.training import distributed
+from dicefer.training.checkpoint import Stateful, capture_rng, restore_rng
 
 
 class NonFiniteLoss(UserError):
@@ -246,17 +245,6 @@ def epoch_summary(stage: str, epoch: int, epochs: int, means: dict[str, float]) 
              if k in means]
     values = "  ".join(f"{k} {means[k]:.3g}" for k in shown)
     return f"{stage} epoch {epoch + 1}/{epochs}: {values}  ({means['images_per_s']:.0f} images/s)"
-
-
-@torch.no_grad()
-def encode(model: torch.nn.Module, dataset, batch_size: int = 256, device: torch.device | str = "cpu") -> np.ndarray:
-    """Codes (first output of an encoder, or a classifier's logits) for every item of `dataset`."""
-    model.eval()
-    out = []
-    for x, _ in DataLoader(dataset, batch_size=batch_size):
-        y = model(x.to(device))
-        out.append((y[0] if isinstance(y, tuple) else y).float().cpu())
-    return torch.cat(out).numpy()
 
 
 class MetricsLog:

@@ -1,5 +1,5 @@
-"""`dicefer train`: Stage 1 (expression encoder), Stage 2 (identity encoder), Stage 3 (classifier),
-or the supervised baseline; then the evaluation report. Builds every object; the loops only use them.
+"""Training: Stage 1 (expression encoder), Stage 2 (identity encoder), Stage 3 (classifier), or the
+supervised baseline, into a run folder. Builds every object; the loops only use them.
 
 Under torchrun every process runs this function: each trains on its shard of the data with
 DistributedDataParallel (see distributed.py for what every rank computes), and only rank 0 writes
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,33 +23,33 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from . import distributed
-from .accelerator import Accelerator, adam
-from .checkpoint import (
-    CHECKPOINT_FILE,
-    EXEMPLARS,
-    MODEL_FILE,
+from dicefer.config import TrainConfig, to_dict
+from dicefer.data.base import FaceSet
+from dicefer.data.pairs import SameExpressionPairs
+from dicefer.data.registry import load_dataset
+from dicefer.data.torch_datasets import FacePairs, Faces, evaluation_faces, resize_all
+from dicefer.data.transforms import Preprocess
+from dicefer.errors import RunError
+from dicefer.models import build
+from dicefer.models.codes import encode, encode_faces
+from dicefer.models.encoders import Encoder
+from dicefer.run import CHECKPOINT, EXEMPLARS, METRICS, MODEL, save_config, save_model
+from dicefer.training import distributed
+from dicefer.training.accelerator import Accelerator, adam
+from dicefer.training.checkpoint import (
     Attributes,
     GeneratorState,
     load_latest_checkpoint,
-    new_classifier,
     save_checkpoint,
-    save_config,
-    save_model,
 )
-from .config import TrainConfig, to_dict
-from .data.base import FaceSet
-from .data.pairs import SameExpressionPairs
-from .data.torch_datasets import FacePairs, Faces, resize_all
-from .data.transforms import Preprocess
-from .datasets import load_dataset
-from .engine import MetricsLog, ResumableBatches, StageRunner, StopRequest, encode
-from .errors import RunError
-from .evaluate import evaluate_run
-from .models.encoders import Encoder
-from .models.heads import ShuffleDiscriminator
-from .runfolder import claimed
-from .stages import MITerm, Stage1, Stage2, finetune_step, supervised_step
+from dicefer.training.loop import MetricsLog, ResumableBatches, StageRunner, StopRequest
+from dicefer.training.stages import (
+    MITerm,
+    Stage1,
+    Stage2,
+    finetune_step,
+    supervised_step,
+)
 
 logger = logging.getLogger("dicefer")
 
@@ -66,9 +65,8 @@ class EvalMonitor:
     wall-clock time. It draws no random numbers, so a monitored run trains exactly as an unmonitored
     one; it never chooses a model."""
 
-    def __init__(self, faces, cfg: TrainConfig, device: torch.device) -> None:
-        images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
-        self.faces = Faces(images, faces.expression, Preprocess.for_evaluation(cfg.data))
+    def __init__(self, faces: FaceSet, cfg: TrainConfig, device: torch.device) -> None:
+        self.faces = evaluation_faces(faces, cfg.data.size, cfg.data.grayscale)
         self.device = device
 
     def __call__(self, encoder: Encoder, head: torch.nn.Module) -> dict[str, float]:
@@ -89,27 +87,15 @@ class _FirstOutput(torch.nn.Module):
         return self.encoder(x)[0]
 
 
-def train(cfg: TrainConfig, out: Path, show_progress: bool = True, resume: bool = False,
-          overwrite: bool = False) -> dict | None:
-    """Train as `cfg` says into the run folder `out` and return the report (None on ranks other than 0).
+def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool = True,
+          resume: bool = False) -> tuple[FaceSet, FaceSet]:
+    """Train as `cfg` says into the run folder `out` (claimed by the caller on rank 0) and return the
+    (train, evaluation) splits it loaded.
 
-    `out` must hold no run, unless `resume`: then training continues from out/checkpoint.safetensors
-    in whichever stage it was written; `overwrite` replaces a run's files (see runfolder.py). The
-    folder is locked while it trains. SIGINT or SIGTERM save a checkpoint and raise Interrupted.
+    `resume`: continue from out/checkpoint.safetensors in whichever stage it was written. Every
+    process of a torchrun launch runs this; only rank 0 writes. SIGINT or SIGTERM (`stop`) save a
+    checkpoint and raise Interrupted.
     """
-    proc = distributed.init(cfg.device)
-    out = Path(out)
-    try:
-        with claimed(out, resume, overwrite) if proc.is_main else nullcontext(), StopRequest() as stop:
-            splits = _train(cfg, out, proc, stop, show_progress, resume)
-            return evaluate_run(out, splits=splits) if proc.is_main else None
-    finally:
-        distributed.close(proc)
-
-
-def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool,
-           resume: bool) -> tuple[FaceSet, FaceSet]:
-    """Train and return the (train, test) splits it loaded."""
     # ---------------- setup, resume ----------------
     # Whatever can fail on bad input (the checkpoint, the dataset) fails before any work or any write.
     record = load_latest_checkpoint(out) if resume else None
@@ -123,15 +109,15 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
             logger.warning("stage1.epochs=0: Stage 2 and the classifier use the expression encoder as model.init=%s "
                            "left it, without Stage 1", cfg.model.init)
     if proc.is_main and resume:  # a checkpoint half-written when the run was killed
-        for partial in out.glob(f".{CHECKPOINT_FILE}.*"):
+        for partial in out.glob(f".{CHECKPOINT}.*"):
             partial.unlink()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     accel = Accelerator(proc.device, cfg.compile, cfg.precision)
     device = proc.device
-    log = MetricsLog(out / "metrics.jsonl", enabled=proc.is_main, keep=record["log_lines"] if record else 0)
-    runner = StageRunner(proc, log, lambda r: save_checkpoint(out / CHECKPOINT_FILE, {"config": to_dict(cfg), **r}),
+    log = MetricsLog(out / METRICS, enabled=proc.is_main, keep=record["log_lines"] if record else 0)
+    runner = StageRunner(proc, log, lambda r: save_checkpoint(out / CHECKPOINT, {"config": to_dict(cfg), **r}),
                          every_steps=cfg.checkpoint_steps, stop=stop, resume=record, autocast=accel.autocast,
                          lr_schedule=cfg.lr_schedule,
                          show_progress=show_progress and proc.is_main)
@@ -145,11 +131,10 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
 
     def save(modules: dict[str, torch.nn.Module], stage: str) -> None:
         if proc.is_main:
-            save_model(out / MODEL_FILE, modules, cfg, stage, train_set.classes, exemplars)
+            save_model(out / MODEL, modules, cfg, stage, train_set.classes, exemplars)
 
     # ---------------- data ----------------
     images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
-    channels = images.shape[1]
     # A few training faces as they were fed, so that predict can frame detections like them; drawn
     # with their own generator, so that training draws the same random numbers with or without them.
     exemplars = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:EXEMPLARS]]
@@ -174,9 +159,9 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
         return loader(dataset, RandomSampler(dataset, generator=order), batch_size, drop_last, order)
 
     def encoder() -> Encoder:
-        return accel.module(Encoder(cfg.model.code_dim, channels, cfg.model.init, cfg.model.maxpool))
+        return accel.module(build.encoder(cfg, cfg.model.init))
 
-    classifier = new_classifier(cfg, len(train_set.classes)).to(device)
+    classifier = build.classifier(cfg, len(train_set.classes)).to(device)
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
@@ -224,7 +209,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     # ---------------- Stage 2: identity encoder, expression encoder frozen ----------------
     enc_e.eval().requires_grad_(False)
     enc_i, mi2 = encoder(), mi_term(2 * cfg.model.code_dim, "features")
-    disc = ShuffleDiscriminator(cfg.model.code_dim).to(device)
+    disc = build.discriminator(cfg).to(device)
     s2 = Stage2(enc_e, trained_encoder(enc_i), ddp(mi2), disc, cfg.stage2.zeta_adv)
     opt2 = adam([*enc_i.parameters(), *mi2.parameters()], lr=cfg.stage2.lr)
     opt_d = distributed.averaged(adam(disc.parameters(), lr=cfg.stage2.disc_lr), proc)
@@ -242,7 +227,7 @@ def _train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopReq
     enc_i.eval()
 
     # ---------------- Stage 3: classifier on the frozen expression code ----------------
-    codes = torch.from_numpy(encode(enc_e, Faces(images, train_set.expression, Preprocess.for_evaluation(cfg.data)), device=device))
+    codes = torch.from_numpy(encode_faces(enc_e, train_set, cfg.data.size, cfg.data.grayscale, device))
     classifier.fit_standardisation(codes)
     opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
     code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,

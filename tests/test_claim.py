@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from dicefer.checkpoint import load_latest_checkpoint, save_checkpoint
-from dicefer.cli import main
-from dicefer.runfolder import LOCK, claimed, foreign_files
-
 from conftest import TINY
+
+from dicefer.cli import main
+from dicefer.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from dicefer.training.claim import LOCK, claimed, foreign_files
 
 
 def error_line(capsys) -> str:
@@ -73,7 +72,7 @@ def test_a_second_train_on_a_locked_folder_exits_at_once(tmp_path, capsys):
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from dicefer.runfolder import claimed\n"
+                               "from dicefer.training.claim import claimed\n"
                                f"with claimed(Path({str(run)!r}), resume=False):\n print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

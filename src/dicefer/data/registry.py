@@ -10,13 +10,13 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import DataConfig, TrainConfig
-from .data import affectnet, ckplus, fer2013, folder, oulu, rafdb
-from .data.base import FaceSet
-from .data.cache import decode_cached, default_cache_dir
-from .data.listing import DataError, Listing
-from .data.synthetic import SyntheticSpec, load_synthetic
-from .errors import ConfigError
+from dicefer.config import DataConfig, TrainConfig
+from dicefer.data import affectnet, ckplus, fer2013, folder, oulu, rafdb
+from dicefer.data.base import FaceSet
+from dicefer.data.cache import decode_cached, default_cache_dir
+from dicefer.data.listing import DataError, Listing
+from dicefer.data.synthetic import SyntheticSpec, load_synthetic
+from dicefer.errors import ConfigError
 
 Adapter = Callable[[Path, DataConfig], dict[str, Listing]]
 ADAPTERS: dict[str, Adapter] = {

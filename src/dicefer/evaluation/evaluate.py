@@ -8,16 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import LoadedRun
-from .config import TrainConfig
-from .data.base import CONTEMPT, FaceSet
-from .data.torch_datasets import Faces, resize_all
-from .data.transforms import Preprocess
-from .datasets import load_dataset
-from .engine import encode
-from .errors import RunError
-from .evaluation import classification_metrics, group_mutual_information_gap, identity_probe, mutual_information_gap
-from .report import write_report
+from dicefer.config import TrainConfig
+from dicefer.data.base import CONTEMPT, FaceSet
+from dicefer.data.registry import load_dataset
+from dicefer.errors import RunError
+from dicefer.evaluation.metrics import (
+    classification_metrics,
+    group_mutual_information_gap,
+    identity_probe,
+    mutual_information_gap,
+)
+from dicefer.evaluation.report import write_report
+from dicefer.models.codes import encode_faces
+from dicefer.run import LoadedRun
 
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
@@ -35,10 +38,8 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
     if classes[:len(test_set.classes)] != test_set.classes:
         raise RunError(f"the model predicts {', '.join(classes)} but {test_set.name} has {', '.join(test_set.classes)}")
 
-    def codes_of(faces, module: str) -> np.ndarray:
-        images = resize_all(faces, cfg.data.size, cfg.data.grayscale)
-        preprocess = Preprocess.for_evaluation(cfg.data)
-        return encode(run[module], Faces(images, faces.expression, preprocess))
+    def codes_of(faces: FaceSet, module: str) -> np.ndarray:
+        return encode_faces(run[module], faces, cfg.data.size, cfg.data.grayscale)
 
     def predictions(codes: np.ndarray) -> np.ndarray:
         with torch.no_grad():

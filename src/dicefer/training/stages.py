@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import TrainConfig
-from .models.encoders import Encoder
-from .models.heads import Classifier, ShuffleDiscriminator
-from .models.mi import CodeCritic, GlobalCritic, LocalCritic, MIEstimator
+from dicefer.config import TrainConfig
+from dicefer.models.encoders import Encoder
+from dicefer.models.heads import Classifier, ShuffleDiscriminator
+from dicefer.models.mi import CodeCritic, GlobalCritic, LocalCritic, MIEstimator
 
 
 class MITerm(nn.Module):

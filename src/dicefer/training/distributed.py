@@ -23,7 +23,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError
+from dicefer.errors import ConfigError
 
 
 @dataclass(frozen=True)

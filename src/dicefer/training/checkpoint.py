@@ -1,129 +1,25 @@
-"""Run folders: weights as safetensors with their config and class names in the metadata, and
-training checkpoints (every tensor in safetensors, everything else as JSON in its metadata).
-
-Nothing here unpickles: a run is safetensors + JSON + YAML, so loading a run folder from
-someone else can never execute code.
+"""Training checkpoints: every tensor in one safetensors file, everything else (the nested record's
+structure, numbers, random states) as JSON in its metadata; nothing is pickled.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import tempfile
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
-from torch import nn
 
-from . import runfolder
-from .config import TrainConfig, from_dict, to_dict
-from .data.base import CLASSES
-from .errors import RunError
-from .models.encoders import Encoder
-from .models.heads import Classifier
+from dicefer.errors import RunError
+from dicefer.run import CHECKPOINT, PREVIOUS, atomic_write
 
-MODEL_FILE, CHECKPOINT_FILE, PREVIOUS_FILE = runfolder.MODEL, runfolder.CHECKPOINT, runfolder.PREVIOUS
 CHECKPOINT_FORMAT = "dicefer-checkpoint/1"
 
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-EXEMPLARS, EXEMPLARS_KEY = 64, "framing.exemplars"  # uint8 (N, C, S, S) training faces, for inference/framing.py
-
-
-def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,
-               classes: Sequence[str] = CLASSES, exemplars: torch.Tensor | None = None) -> None:
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
-    if exemplars is not None:
-        tensors[EXEMPLARS_KEY] = exemplars.contiguous()
-    meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
-            "modules": json.dumps(sorted(modules))}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def save_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """RUN/config.yaml: the resolved config, for people to read and for --resume."""
-    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-class LoadedRun:
-    """A trained run rebuilt from its folder alone: config, class names and modules in eval mode."""
-
-    def __init__(self, run_dir: Path) -> None:
-        run_dir = Path(run_dir)
-        path = run_dir / MODEL_FILE
-        if not run_dir.is_dir():
-            raise RunError(f"run folder {run_dir} does not exist")
-        if not path.is_file():
-            raise RunError(f"{path} is missing: {run_dir} is not a finished dicefer run (train one with `dicefer train --out {run_dir}`)")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise RunError(f"{path} is not a readable safetensors file ({err})") from None
-        if "config" not in meta:
-            raise RunError(f"{path} has no dicefer metadata (config): it was not written by dicefer")
-        self.dir = run_dir
-        self.config = from_dict(json.loads(meta["config"]))
-        self.classes = tuple(json.loads(meta["classes"]))
-        self.stage = meta.get("stage", "")
-        exemplars = tensors.get(EXEMPLARS_KEY)  # runs written before exemplars were kept have none
-        self.exemplars = None if exemplars is None else exemplars.permute(0, 2, 3, 1).squeeze(3).numpy()
-        self.modules = build_inference_modules(self.config, json.loads(meta["modules"]), self.classes)
-        for name, module in self.modules.items():
-            prefix = f"{name}."
-            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            module.load_state_dict(state, strict=True)
-            module.eval()
-
-    def __getitem__(self, name: str) -> nn.Module:
-        return self.modules[name]
-
-
-def new_classifier(cfg: TrainConfig, num_classes: int) -> Classifier:
-    """The classifier as the config shapes it: Stage 3's, the baseline's head, and the one a run loads."""
-    return Classifier(cfg.model.code_dim, num_classes, cfg.model.classifier_hidden, cfg.model.classifier_dropout)
-
-
-def build_inference_modules(cfg: TrainConfig, names: list[str], classes: Sequence[str] = CLASSES) -> dict[str, nn.Module]:
-    channels = 1 if cfg.data.grayscale else 3
-    factory = {
-        "expression": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
-        "identity": lambda: Encoder(cfg.model.code_dim, channels, maxpool=cfg.model.maxpool),
-        "classifier": lambda: new_classifier(cfg, len(classes)),
-    }
-    unknown = set(names) - set(factory)
-    if unknown:
-        raise RunError(f"unknown modules in checkpoint: {sorted(unknown)}")
-    return {name: factory[name]() for name in names}
-
-
-
-# ---------------- training checkpoints ----------------
 
 class Stateful(Protocol):
     def state_dict(self) -> dict: ...
@@ -159,7 +55,7 @@ class GeneratorState:
 
 def save_checkpoint(path: Path, record: dict) -> None:
     """Write `record` (nested dicts, lists, tensors, JSON scalars) as one safetensors file, read it
-    back, and only then let it replace the checkpoint before it, which stays as PREVIOUS_FILE."""
+    back, and only then let it replace the checkpoint before it, which stays as PREVIOUS."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _pack(record, "", tensors)
     meta = {"format": CHECKPOINT_FORMAT, "record": json.dumps(tree)}
@@ -168,14 +64,14 @@ def save_checkpoint(path: Path, record: dict) -> None:
         save_file(tensors, tmp, metadata=meta)
         load_checkpoint(Path(tmp))  # a RunError here keeps both earlier checkpoints
         if path.is_file():
-            os.replace(path, path.with_name(PREVIOUS_FILE))
+            os.replace(path, path.with_name(PREVIOUS))
 
     atomic_write(path, write_verified)
 
 
 def load_latest_checkpoint(run_dir: Path) -> dict:
     """The run's checkpoint, or the one before it (with a warning) when the latest is unreadable."""
-    latest, previous = run_dir / CHECKPOINT_FILE, run_dir / PREVIOUS_FILE
+    latest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     try:
         return load_checkpoint(latest)
     except RunError as err:

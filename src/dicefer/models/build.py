@@ -1,0 +1,41 @@
+"""The one place that builds the networks from a config, for training, for a run read back and for
+inference alike, so that what a run saved always loads into what built it."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from dicefer.config import TrainConfig
+from dicefer.data.base import CLASSES
+from dicefer.errors import RunError
+from dicefer.models.encoders import Encoder
+from dicefer.models.heads import Classifier, ShuffleDiscriminator
+
+
+def input_channels(cfg: TrainConfig) -> int:
+    return 1 if cfg.data.grayscale else 3
+
+
+def encoder(cfg: TrainConfig, init: str = "random") -> Encoder:
+    """E or I: a ResNet-18 with a code_dim code; `init` as model.init (training) or random (to load weights into)."""
+    return Encoder(cfg.model.code_dim, input_channels(cfg), init, cfg.model.maxpool)
+
+
+def classifier(cfg: TrainConfig, num_classes: int) -> Classifier:
+    """Stage 3's classifier on E, which is also the baseline's head."""
+    return Classifier(cfg.model.code_dim, num_classes)
+
+
+def discriminator(cfg: TrainConfig) -> ShuffleDiscriminator:
+    return ShuffleDiscriminator(cfg.model.code_dim)
+
+
+def run_modules(cfg: TrainConfig, names: Sequence[str], classes: Sequence[str] = CLASSES) -> dict[str, nn.Module]:
+    """The modules a run saved (`names`), freshly built to load its weights into."""
+    factory = {"expression": lambda: encoder(cfg), "identity": lambda: encoder(cfg),
+               "classifier": lambda: classifier(cfg, len(classes))}
+    unknown = set(names) - set(factory)
+    if unknown:
+        raise RunError(f"unknown modules in checkpoint: {sorted(unknown)}")
+    return {name: factory[name]() for name in names}

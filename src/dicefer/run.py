@@ -1,0 +1,115 @@
+"""The run-folder format: the files a finished run holds, how they are written, how a run is read back.
+
+Weights are safetensors with the config, class names and stage in their metadata; the config is
+also RUN/config.yaml for people and for --resume. Nothing here unpickles: a run is safetensors +
+JSON + YAML, so loading a run folder from someone else can never execute code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from dicefer.config import TrainConfig, from_dict, to_dict
+from dicefer.data.base import CLASSES
+from dicefer.errors import RunError
+from dicefer.models.build import run_modules
+
+CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", "model.safetensors",
+                                                "checkpoint.safetensors", "checkpoint.prev.safetensors")
+REPORT = "report"
+REPORT_FILES = ("report.json", "report.md", "confusion_*.png", "embedding.png", "training_curves.png")
+PARTIAL = (".model.safetensors.*", ".checkpoint.safetensors.*")  # atomic_write's temporary files
+EXEMPLARS, EXEMPLARS_KEY = 64, "framing.exemplars"  # uint8 (N, C, S, S) training faces, for inference/framing.py
+
+
+def written_by_a_run(path: Path) -> bool:
+    """Whether `path` (one of a run's file names) holds what a run writes there, not a user's file."""
+    try:
+        if path.name == CONFIG:
+            cfg = yaml.safe_load(path.read_text())
+            return isinstance(cfg, dict) and {"method", "data", "stage1"} <= set(cfg)
+        if path.name == METRICS:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return all(isinstance(r, dict) and "stage" in r for r in rows)
+        with safe_open(str(path), framework="pt") as f:  # the weights and checkpoints: dicefer's metadata
+            meta = f.metadata() or {}
+        return "config" in meta or meta.get("format", "").startswith("dicefer-checkpoint")
+    except (OSError, ValueError, yaml.YAMLError, SafetensorError):
+        return False
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,
+               classes: Sequence[str] = CLASSES, exemplars: torch.Tensor | None = None) -> None:
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    if exemplars is not None:
+        tensors[EXEMPLARS_KEY] = exemplars.contiguous()
+    meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
+            "modules": json.dumps(sorted(modules))}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def save_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """RUN/config.yaml: the resolved config, for people to read and for --resume."""
+    (Path(run_dir) / CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+class LoadedRun:
+    """A trained run rebuilt from its folder alone: config, class names and modules in eval mode."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        path = run_dir / MODEL
+        if not run_dir.is_dir():
+            raise RunError(f"run folder {run_dir} does not exist")
+        if not path.is_file():
+            raise RunError(f"{path} is missing: {run_dir} is not a finished dicefer run (train one with `dicefer train --out {run_dir}`)")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise RunError(f"{path} is not a readable safetensors file ({err})") from None
+        if "config" not in meta:
+            raise RunError(f"{path} has no dicefer metadata (config): it was not written by dicefer")
+        self.dir = run_dir
+        self.config = from_dict(json.loads(meta["config"]))
+        self.classes = tuple(json.loads(meta["classes"]))
+        self.stage = meta.get("stage", "")
+        exemplars = tensors.get(EXEMPLARS_KEY)  # runs written before exemplars were kept have none
+        self.exemplars = None if exemplars is None else exemplars.permute(0, 2, 3, 1).squeeze(3).numpy()
+        self.modules = run_modules(self.config, json.loads(meta["modules"]), self.classes)
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(state, strict=True)
+            module.eval()
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return self.modules[name]
