@@ -1,8 +1,10 @@
 """Bad input gives a clear one-line error (exit 2, no traceback) or, for unreadable images, one
 warning that counts and names them (an error under --strict); odd image modes are converted."""
 import logging
+import os
 import re
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,14 +13,16 @@ from trees import class_tree, face, fer_csv, rafdb_tree, write
 
 from dicefer.cli import main
 from dicefer.config import DataConfig, TrainConfig
+from dicefer.data.images import UnreadableImage, decode
 from dicefer.data.listing import DataError
 from dicefer.data.registry import load_dataset
+from dicefer.data.spec import DataSpec
 
 
 def run_error(capsys, tmp_path: Path, *args: str) -> str:
     """Run `dicefer train` expecting a user error: exit 2, no traceback; return the message line."""
-    rc = main(["train", "--preset", "smoke", "--quiet", "--out", str(tmp_path / "run"),
-               "--set", f"data.cache_dir={tmp_path / 'cache'}", *args])
+    with mock.patch.dict(os.environ, {"DICEFER_CACHE": str(tmp_path / "cache")}):
+        rc = main(["train", "--preset", "smoke", "--quiet", "--out", str(tmp_path / "run"), *args])
     assert rc == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -29,7 +33,8 @@ def run_error(capsys, tmp_path: Path, *args: str) -> str:
 
 
 def load(spec, tmp_path: Path, **data):
-    return load_dataset(TrainConfig(data=DataConfig(spec=spec, cache_dir=str(tmp_path / "cache"), size=32, **data)))
+    with mock.patch.dict(os.environ, {"DICEFER_CACHE": str(tmp_path / "cache")}):
+        return load_dataset(TrainConfig(data=DataConfig(spec=DataSpec.parse(spec), size=32, **data)))
 
 
 def test_unknown_spec_lists_the_valid_ones(capsys, tmp_path):
@@ -172,15 +177,24 @@ def test_sixteen_bit_mid_grey_is_scaled_not_clipped(tmp_path):
     assert (train.images[0] == 128).all()
 
 
-def test_an_image_pil_cannot_convert_is_skipped_and_a_run_warns_once(tmp_path, caplog):
-    """A LAB-mode TIFF opens but cannot become grayscale: the skip path, once in a whole train + report."""
+def test_an_image_pil_cannot_convert_is_skipped_and_a_run_warns_once(tmp_path, caplog, monkeypatch):
+    """PIL's failures while converting go the skip path, and a whole train + report warns once. A LAB
+    TIFF, which the dataset decoder once converted straight to L (unsupported), is read through RGB
+    now, as predict reads it."""
+    with pytest.raises(UnreadableImage, match=r"cannot be decoded \(ValueError: conversion from La to"):
+        decode(lambda: Image.new("La", (24, 24)), 32, True)
     root = class_tree(tmp_path / "d", {"train": {"happy": 6, "sad": 6}, "test": {"happy": 2, "sad": 2}})
     Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).convert("LAB").save(root / "train" / "sad" / "lab.tif")
+    png = root / "train" / "sad" / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), dtype=np.uint8)).save(png)
+    png.write_bytes(png.read_bytes()[:300])  # truncated
+    monkeypatch.setenv("DICEFER_CACHE", str(tmp_path / "c"))
     with caplog.at_level(logging.WARNING, logger="dicefer"):
         assert main(["train", "--preset", "smoke", "--data", f"folder:{root}", "--out", str(tmp_path / "run"), "--quiet",
-                     "--set", "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+                     "--set", "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1"]) == 0
     skipped = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
-    assert len(skipped) == 1 and "lab.tif (cannot be decoded (ValueError: conversion from LAB to" in skipped[0]
+    assert len(skipped) == 1 and "cut.png (cannot be decoded" in skipped[0] and "lab.tif" not in skipped[0]
+    assert (decode(lambda: Image.open(root / "train" / "sad" / "lab.tif"), 24, True) == 90).all()
 
 
 def test_no_stage1_epochs_is_said(tmp_path, caplog):

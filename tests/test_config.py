@@ -25,9 +25,9 @@ def test_paper_preset_is_the_papers_recipe_and_nothing_else():
     cfg = build_config("paper")
     assert (cfg.mi.estimator, cfg.stage1.global_critic, cfg.stage1.positives) == ("dv", "features", "pair")
     assert cfg.stage1.l1_after_mi is None and cfg.stage1.l1_scale == "raw"  # the raw L1 from the first step
-    assert (cfg.stage1.ce_weight, cfg.stage1.variance_weight, cfg.stage3.finetune_epochs) == (0.0, 0.0, 0)
-    assert (cfg.stage2.lr, cfg.lr_schedule, cfg.model.classifier_dropout, cfg.data.augment) == (1e-4, "constant", 0.0, "paper")
-    assert cfg.data.grayscale and cfg.data.whiten and cfg.model.maxpool
+    assert (cfg.stage1.ce_weight, cfg.stage3.finetune_epochs) == (0.0, 0)
+    assert (cfg.stage2.lr, cfg.lr_schedule, cfg.data.augment) == (1e-4, "constant", "paper")
+    assert cfg.data.grayscale and cfg.model.maxpool
 
 
 def test_real_cpu_preset_is_48px_and_keeps_the_frozen_code():
@@ -53,8 +53,10 @@ def test_demo_paper_is_the_demo_with_the_papers_objectives():
     (["mi.estimator=mine"], "mi.estimator='mine' is not one of"),
     (["precision=fp16"], "precision='fp16' is not one of: auto, fp32, bf16"),
     (["epochs"], "not of the form key=value"),
-    (["stage1.l1_standardise=true", "stage1.l1_relative=true"], "ways to measure the L1 term"),
-    (["model.classifier_dropout=1.0"], "classifier_dropout must be at least 0"),
+    (["stage1.l1_scale=relative"], "stage1.l1_scale='relative' is not one of: raw, whitened"),
+    (["model.classifier_dropout=0.5"], "unknown config key 'model.classifier_dropout'"),
+    (["data.spec=imagenet:/x"], "unknown dataset spec 'imagenet:/x'"),
+    (["data.spec=fer2013"], "needs a path: fer2013:PATH"),
     (["data.synthetic_seed=-1"], "synthetic_seed=-1: expected a non-negative integer"),
     (["data.synthetic_seed=abc"], "data.synthetic_seed: expected int, got 'abc'"),
     (["stage1.epochs=nan"], "stage1.epochs: expected a finite number, got nan"),
@@ -117,3 +119,24 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     path.write_text("stage1:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n")
     with pytest.raises(ConfigError, match=r"key 'epochs' is given twice in one mapping \(line 4\)"):
         build_config("smoke", path)
+
+
+def test_a_config_saved_before_settings_were_retired_still_loads():
+    old = to_dict(build_config("demo"))
+    old["stage1"].pop("l1_scale")
+    old["stage1"].update(l1_whiten=True, l1_standardise=False, l1_relative=False, variance_weight=0.0)
+    old["data"].update(crop_padding=0, whiten=True, confounded=True, cache_dir="/somewhere")
+    old["model"].update(critic_dim=128, classifier_hidden=256, classifier_dropout=0.0)
+    old["mi"].update(ema=0.01, temperature=0.1)
+    old["stage3"].update(batch_size=256, finetune_lr=1e-4)
+    old["supervised"]["lr"] = 1e-3
+    assert from_dict(old) == build_config("demo")
+    old["stage1"]["l1_relative"] = True
+    with pytest.raises(ConfigError, match="stage1.l1_relative=True: this setting was retired"):
+        from_dict(old)
+
+
+def test_the_data_spec_is_parsed_once_into_a_name_and_a_path():
+    cfg = build_config("smoke", None, ["data.spec=ckplus:/data/CK+"])
+    assert (cfg.data.spec.name, cfg.data.spec.path) == ("ckplus", "/data/CK+")
+    assert to_dict(cfg)["data"]["spec"] == "ckplus:/data/CK+" and from_dict(to_dict(cfg)) == cfg

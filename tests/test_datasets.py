@@ -5,6 +5,7 @@ import logging
 import os
 import random
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,13 +20,15 @@ from dicefer.data import fer2013
 from dicefer.data.base import CLASSES, CONTEMPT, canonical_class
 from dicefer.data.listing import Listing
 from dicefer.data.registry import load_dataset
+from dicefer.data.spec import DataSpec
 from dicefer.data.transforms import Preprocess
 
 FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 
 
 def load(spec: str, cache: Path, **data):
-    return load_dataset(TrainConfig(data=DataConfig(spec=spec, cache_dir=str(cache), **data)))
+    with mock.patch.dict(os.environ, {"DICEFER_CACHE": str(cache)}):
+        return load_dataset(TrainConfig(data=DataConfig(spec=DataSpec.parse(spec), **data)))
 
 
 def test_class_names_are_matched_case_insensitively():
@@ -191,23 +194,23 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     assert len(list((tmp_path / "c").glob("faces-*.npy"))) == 5  # another size, another cache
 
 
-def test_preprocess_crop_flip_and_scaling():
+def test_preprocess_flip_and_whitening():
     x = torch.rand(1, 32, 32)
-    plain = Preprocess("none", 0, whiten=False)
-    assert torch.allclose(plain(x, None), x * 2 - 1)
+    plain = Preprocess("none")
+    whitened = plain(x, None)
+    assert abs(float(whitened.mean())) < 1e-4 and float(whitened.std()) == pytest.approx(1.0, rel=1e-3)
     rng = random.Random(0)
-    flipped = [Preprocess("flip", 0, whiten=False)(x, rng) for _ in range(20)]
+    flipped = [Preprocess("flip")(x, rng) for _ in range(20)]
     assert any(torch.equal(f, plain(x, None)) for f in flipped) and any(torch.equal(f, plain(x.flip(-1), None)) for f in flipped)
-    cropped = Preprocess("none", 4, whiten=True)(x, rng)
-    assert cropped.shape == x.shape and abs(float(cropped.mean())) < 1e-4
 
 
-def test_training_on_a_folder_with_contempt_reports_eight_classes_and_null_identity(tmp_path):
+def test_training_on_a_folder_with_contempt_reports_eight_classes_and_null_identity(tmp_path, monkeypatch):
     """The one tiny training run: no identity labels, so disentanglement is null and report.md says why."""
     classes = {c: 6 for c in ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral", "contempt")}
     root = class_tree(tmp_path / "d", {"train": classes, "test": {c: 2 for c in classes}}, size=32)
+    monkeypatch.setenv("DICEFER_CACHE", str(tmp_path / "c"))
     rc = main(["train", "--preset", "smoke", "--quiet", "--data", f"folder:{root}", "--out", str(tmp_path / "run"),
-               "--set", f"data.cache_dir={tmp_path / 'c'}", "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=2"])
+               "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=2"])
     assert rc == 0
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["classes"] == [*CLASSES, CONTEMPT] and len(report["test"]["confusion"]) == 8
@@ -221,7 +224,7 @@ def test_training_on_a_folder_with_contempt_reports_eight_classes_and_null_ident
 @pytest.mark.skipif(not (FER2013 / "train").is_dir(), reason="FER2013 is not in ../shared/data/fer2013")
 def test_real_fer2013_listing_matches_its_readme(tmp_path, caplog):
     """Counts from ../shared/data/fer2013/README.md; the first val images decode to their own pixels."""
-    splits = fer2013.load(FER2013, DataConfig())
+    splits = fer2013.load(FER2013)
     counts = {s: dict(zip(CLASSES, np.bincount(listing.expression, minlength=7).tolist())) for s, listing in splits.items()}
     assert set(splits) == {"train", "val"}
     assert counts["train"] == {"Surprise": 3171, "Fear": 4097, "Disgust": 436, "Happiness": 7215, "Sadness": 4830,

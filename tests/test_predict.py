@@ -21,12 +21,12 @@ from PIL import Image
 from dicefer import ExpressionRecognizer
 from dicefer.cli import main
 from dicefer.data.base import CLASSES, FaceSet
+from dicefer.data.images import load_image, to_luma
 from dicefer.data.synthetic import SyntheticSpec, render_face
-from dicefer.data.torch_datasets import Faces, resize_all
-from dicefer.data.transforms import Preprocess, to_luma
+from dicefer.data.torch_datasets import Faces, evaluation_faces, resize_all
+from dicefer.data.transforms import Preprocess
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.framing import Framing, square_crop
-from dicefer.inference.images import load_image
 from dicefer.inference.preprocess import InputSpec
 
 
@@ -223,13 +223,13 @@ def test_preprocessing_is_what_training_fed_the_encoder():
     """A face crop through InputSpec equals the same image through the training dataset (no augmentation)."""
     images = np.stack([render_face(SyntheticSpec(size=64), i, e, nuisance=True) for i, e in [(0, 1), (3, 4)]])
     faces = FaceSet(images, np.array([1, 4]), None, "t")
-    cases = ((True, True, [images[0], np.dstack([images[1]] * 3)]), (False, True, list(images)), (True, False, list(images)))
-    for grayscale, whiten, crops in cases:
+    cases = ((True, [images[0], np.dstack([images[1]] * 3)]), (False, list(images)))
+    for grayscale, crops in cases:
         trained = Faces(resize_all(faces if grayscale else FaceSet(np.stack([np.dstack([i] * 3) for i in images]),
                                                                   faces.expression, None, "t"), 32, grayscale),
-                        faces.expression, Preprocess("none", 0, whiten))
+                        faces.expression, Preprocess("none"))
         expected = torch.stack([trained[0][0], trained[1][0]])
-        assert torch.equal(InputSpec(32, grayscale, CLASSES, whiten).batch(crops), expected)
+        assert torch.equal(InputSpec(32, grayscale, CLASSES).batch(crops), expected)
 
 
 def test_square_crop_pads_at_the_image_edge():
@@ -259,7 +259,7 @@ def test_luma_is_pils_convert_l_bit_for_bit():
 
 
 @pytest.mark.parametrize("grayscale", [True, False])
-def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, grayscale):
+def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, grayscale, monkeypatch):
     """RAF-DB's aligned faces are 100 px RGB JPEGs; at data.size=112 the dataset cache converts and
     resizes them. predict (--detector none) must give the encoder the same tensors from the same files."""
     from trees import rafdb_tree
@@ -270,12 +270,12 @@ def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, 
     basic = rafdb_tree(tmp_path / "raf", ["train_00001.jpg 1", "train_00002.jpg 2", "test_0001.jpg 3", "test_0002.jpg 5"])
     for k, path in enumerate(sorted((basic / "Image" / "aligned").glob("*.jpg"))):
         Image.fromarray(render_face(SyntheticSpec(size=100), k, k, nuisance=True)).convert("RGB").rotate(3 * k).save(path)
-    cfg = build_config("smoke", None, [f"data.spec=rafdb:{basic}", "data.size=112", f"data.grayscale={str(grayscale).lower()}",
-                                       f"data.cache_dir={tmp_path / 'cache'}"])
+    monkeypatch.setenv("DICEFER_CACHE", str(tmp_path / "cache"))
+    cfg = build_config("smoke", None, [f"data.spec=rafdb:{basic}", "data.size=112", f"data.grayscale={str(grayscale).lower()}"])
     _, test = load_dataset(cfg, progress=False)
-    evaluated = Faces(resize_all(test, 112, grayscale), test.expression, Preprocess.for_evaluation(cfg.data))
+    evaluated = evaluation_faces(test, 112, grayscale)
     expected = torch.stack([evaluated[i][0] for i in range(len(test))])
-    spec = InputSpec(112, grayscale, CLASSES, cfg.data.whiten)
+    spec = InputSpec(112, grayscale, CLASSES)
     assert torch.equal(spec.batch([load_image(source) for source in test.sources]), expected)
 
 

@@ -164,7 +164,7 @@ def test_monitoring_scores_every_epoch_and_leaves_training_unchanged(tmp_path):
     assert all(0 <= acc <= 1 for _, acc, _ in scored) and scored[0][2] <= scored[1][2] <= scored[2][2]
 
 
-FINETUNED = [*TINY, "stage3.epochs=400", "stage3.finetune_epochs=2", "stage3.finetune_delta=10", "stage1.l1_whiten=true"]
+FINETUNED = [*TINY, "stage3.epochs=400", "stage3.finetune_epochs=2", "stage3.finetune_delta=10", "stage1.l1_scale=whitened"]
 
 
 def logged(run: Path, stage: str) -> bool:

@@ -136,7 +136,7 @@ def test_the_method_works_on_the_smoke_faces(runs):
     the L1), DICE-FER recognises expressions of unseen people far above chance, and its expression
     code holds less identity than the supervised baseline's code."""
     run = runs / "demo-options"
-    assert train(run, "--set", "stage1.ce_weight=1", "stage1.l1_whiten=true", "stage1.delta=1", "stage1.l1_after_mi=0.1",
+    assert train(run, "--set", "stage1.ce_weight=1", "stage1.l1_scale=whitened", "stage1.delta=1", "stage1.l1_after_mi=0.1",
                  "stage3.finetune_epochs=10", "stage3.finetune_delta=100") == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     gate = [r["l1_active"] for r in rows if r["stage"] == "stage1"]

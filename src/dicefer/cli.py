@@ -9,12 +9,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from dicefer.config import PRESETS, build_config
-from dicefer.data.registry import parse_spec
 from dicefer.errors import ConfigError, UserError
 
 EPILOG = """examples:
-  dicefer train                                  # demo preset on the embedded synthetic faces (< 10 min, CPU)
-  dicefer train --preset smoke --out runs/smoke  # 25-60 s on 2 cores: check that everything works
+  dicefer train                                  # the demo preset on the embedded synthetic faces (CPU)
+  dicefer train --preset smoke --out runs/smoke  # a quick check that everything works
   dicefer train --method supervised              # the plain cross-entropy baseline, same data and budget
   dicefer train --set stage1.epochs=10 --set mi.estimator=infonce
   dicefer train --resume runs/smoke              # continue an interrupted run from its last checkpoint
@@ -44,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
     t.add_argument("--method", choices=("dicefer", "supervised"), help="dicefer (default) or the plain cross-entropy baseline")
     t.add_argument("--preset", choices=tuple(PRESETS),
-                   help="smoke: 25-60 s on 2 CPU cores, for tests; demo (default): < 10 min on 2 CPU cores, the paper's method "
-                        "with the options that make it work from random weights (README); demo-paper: the demo's data with "
-                        "the paper's objectives (2 min); real-cpu: real datasets such as fer2013:PATH on a CPU "
-                        "(48x48, a cosine schedule); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised)")
+                   help="smoke: a quick check, for tests; demo (default): the synthetic benchmark on a CPU, the paper's "
+                        "method with the options that make it work from random weights; demo-paper: the demo's data with "
+                        "the paper's objectives; real-cpu: real datasets such as fer2013:PATH on a CPU (48x48, a cosine "
+                        "schedule); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised). Each is a file "
+                        "in dicefer/presets/")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "bf16 autocast, channels_last, pinned memory, loader workers. On the CPU: convolution weight "
                    "gradients on small maps as a matmul where this CPU measured that faster")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto (default): bf16 autocast on CUDA and on "
-                   "CPUs that compute bf16 natively (AVX-512 BF16 or AMX: a 48x48 step took 0.69x the fp32 time on "
-                   "2 cores of an AMD EPYC), fp32 on other CPUs, where bf16 is emulated and many times slower")
+                   "CPUs that compute bf16 natively (AVX-512 BF16 or AMX), fp32 on other CPUs, where bf16 is "
+                   "emulated and many times slower")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoders (worth it on a GPU for runs "
                    "longer than a few minutes; the first steps pay for compiling)")
 
@@ -115,11 +115,10 @@ def add_export_parser(sub) -> None:
     x.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
     x.add_argument("--keep-convs", action="store_true",
                    help="keep every convolution a Conv node; by default those on maps of at most 4 positions "
-                        "(layer4 at 48 px) become matrix products: 1.9x faces/s at batch 64, 0.67x at batch 1, "
-                        "and a larger file (81 against 45 MB at 48 px), measured on 2 CPU cores")
+                        "(layer4 at 48 px) become matrix products, faster for batches of faces but slower for one "
+                        "face at a time and a larger file: keep them for single-face latency")
     x.add_argument("--int8", action="store_true",
-                   help="quantize the convolutions to 8 bits (2.6x the float export's faces/s at batch 1, 1.8x at "
-                        "batch 64, measured on 2 CPU cores; every convolution stays a Conv node), calibrated "
+                   help="quantize the convolutions to 8 bits (faster on a CPU; every convolution stays a Conv node), calibrated "
                         "on 256 of the run's training faces; prints how often it agrees with the float model on the "
                         "run's evaluation split, so the dataset must still be where the run found it")
 
@@ -137,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = build_config(args.preset or "demo", args.config, overrides)
-        parse_spec(cfg.data.spec)
+        if cfg.data.spec.path:
+            cfg.data.spec.root()  # a missing dataset stops here, before torch is imported
         out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.method}")
     # torch is imported only once the arguments are known to be good
     from dicefer.pipeline import train_and_evaluate

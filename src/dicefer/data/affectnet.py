@@ -13,7 +13,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from dicefer.config import DataConfig
 from dicefer.data import numbers
 from dicefer.data.base import canonical_class, class_list
 from dicefer.data.images import UnreadableImage, read_image
@@ -27,15 +26,15 @@ BOX = ("face_x", "face_y", "face_width", "face_height")
 log = logging.getLogger("dicefer")
 
 
-def load(root: Path, data: DataConfig) -> dict[str, Listing]:
+def load(root: Path, contempt: bool = True, face_box: bool = True) -> dict[str, Listing]:
     images = root / "Manually_Annotated_Images" if (root / "Manually_Annotated_Images").is_dir() else root
-    classes = class_list(data.contempt)
+    classes = class_list(contempt)
     out = {}
     for split, names in CSVS.items():
         path = next((root / n for n in names if (root / n).is_file()), None)
         if path is None:
             raise DataError(f"{root / names[0]} does not exist; expected {LAYOUT}")
-        out[split] = _read_csv(path, images, classes, data.face_box, f"affectnet {split}")
+        out[split] = _read_csv(path, images, classes, face_box, f"affectnet {split}")
     return out
 
 

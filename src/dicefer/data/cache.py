@@ -20,7 +20,7 @@ from dicefer.data.base import FaceSet
 from dicefer.data.images import UnreadableImage, decode
 from dicefer.data.listing import DataError, Listing
 
-CACHE_VERSION = 2  # 2: EXIF orientation applied
+CACHE_VERSION = 3  # 2: EXIF orientation applied; 3: one decoder with predict (CMYK and others via RGB)
 SHOWN_FAILURES = 3
 log = logging.getLogger("dicefer")
 

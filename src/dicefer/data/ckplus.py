@@ -10,7 +10,6 @@ import logging
 import re
 from pathlib import Path
 
-from dicefer.config import DataConfig
 from dicefer.data import folder, numbers
 from dicefer.data.base import canonical_class, class_list
 from dicefer.data.folds import subject_folds
@@ -23,12 +22,13 @@ SUBJECT = re.compile(r"^(S\d+)_")
 log = logging.getLogger("dicefer")
 
 
-def load(root: Path, data: DataConfig) -> dict[str, Listing]:
+def load(root: Path, fold: int = 1, folds: int = 10, contempt: bool = True,
+         peak_frames: int = 3) -> dict[str, Listing]:
     if (root / "Emotion").is_dir() and (root / "cohn-kanade-images").is_dir():
-        sources, classes_of = _sequences(root, data.peak_frames)
+        sources, classes_of = _sequences(root, peak_frames)
     else:
         sources, classes_of = _class_folders(root)
-    classes = class_list(data.contempt)
+    classes = class_list(contempt)
     kept = [i for i, c in enumerate(classes_of) if c in classes]
     if len(kept) < len(sources):
         log.info("ckplus: dropped %d contempt images (data.contempt=false)", len(sources) - len(kept))
@@ -39,7 +39,7 @@ def load(root: Path, data: DataConfig) -> dict[str, Listing]:
             raise DataError(f"{sources[i]}: no subject id in the file name; expected names like S005_001_00000011.png")
         subjects.append(match.group(1))
     return subject_folds("ckplus", [sources[i] for i in kept], [classes.index(classes_of[i]) for i in kept], subjects,
-                         classes, data.fold, data.folds)
+                         classes, fold, folds)
 
 
 def _class_folders(root: Path) -> tuple[list[str], list[str]]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from dicefer.config import DataConfig
 from dicefer.data import folder, numbers
 from dicefer.data.base import CLASSES, canonical_class
 from dicefer.data.images import UnreadableImage
@@ -21,12 +20,12 @@ USAGES = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SIDE = 48
 
 
-def load(root: Path, data: DataConfig) -> dict[str, Listing]:
+def load(root: Path, contempt: bool = True) -> dict[str, Listing]:
     csv_path = root if root.is_file() else root / "fer2013.csv"
     if csv_path.is_file():
         return from_csv(csv_path)
     if (root / "train").is_dir():
-        return folder.load(root, data, "fer2013")
+        return folder.load(root, contempt, "fer2013")
     raise DataError(f"{root} holds neither fer2013.csv nor train/; expected {LAYOUT}")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from dicefer.config import DataConfig
 from dicefer.data.base import CLASSES, CONTEMPT, canonical_class, class_list
 from dicefer.data.listing import DataError, Listing, image_files, require_dir
 
@@ -17,12 +16,12 @@ SPLITS = ("train", "val", "test")
 log = logging.getLogger("dicefer")
 
 
-def load(root: Path, data: DataConfig, name: str = "folder") -> dict[str, Listing]:
+def load(root: Path, contempt: bool = True, name: str = "folder") -> dict[str, Listing]:
     """{split: Listing} for every split folder present; train/ is required."""
     require_dir(root / "train", LAYOUT)
     present = [s for s in SPLITS if (root / s).is_dir()]
     folders = {s: class_folders(root / s, LAYOUT) for s in present}
-    keep_contempt = data.contempt and any(CONTEMPT in f for f in folders.values())
+    keep_contempt = contempt and any(CONTEMPT in f for f in folders.values())
     return {s: listing_of(folders[s], f"{name} {s}", class_list(keep_contempt)) for s in present}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dicefer.config import DataConfig
 from dicefer.data.base import CLASSES
 from dicefer.data.folder import class_folders
 from dicefer.data.folds import subject_folds
@@ -14,7 +13,7 @@ from dicefer.data.listing import DataError, Listing, image_files
 LAYOUT = "one folder per subject (P001/), each with one frame folder per expression (P001/Happiness/000.jpeg ...)"
 
 
-def load(root: Path, data: DataConfig) -> dict[str, Listing]:
+def load(root: Path, fold: int = 1, folds: int = 10, peak_frames: int = 3) -> dict[str, Listing]:
     subjects = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subjects:
         raise DataError(f"{root} has no subject folders; expected {LAYOUT}")
@@ -26,11 +25,11 @@ def load(root: Path, data: DataConfig) -> dict[str, Listing]:
             frames = sorted(image_files(sequence)[0], key=_frame_order)
             if not frames:
                 raise DataError(f"{sequence} holds no frames: an empty sequence; add its frames or remove the folder")
-            peak = frames[-data.peak_frames:]
+            peak = frames[-peak_frames:]
             sources += [str(p) for p in peak]
             labels += [CLASSES.index(cls)] * len(peak)
             owners += [subject.name] * len(peak)
-    return subject_folds("oulu", sources, labels, owners, CLASSES, data.fold, data.folds)
+    return subject_folds("oulu", sources, labels, owners, CLASSES, fold, folds)
 
 
 def _frame_order(path: Path) -> tuple[int, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dicefer.config import DataConfig
 from dicefer.data import numbers
 from dicefer.data.base import CLASSES
 from dicefer.data.listing import (
@@ -23,11 +22,11 @@ LABELS = "EmoLabel/list_patition_label.txt"
 LAYOUT = f"RAF-DB's basic/ folder: {LABELS} and Image/aligned/ (or Image/original/ with data.aligned=false)"
 
 
-def load(root: Path, data: DataConfig) -> dict[str, Listing]:
+def load(root: Path, aligned: bool = True) -> dict[str, Listing]:
     if (root / "basic").is_dir() and not (root / "EmoLabel").exists():
         root = root / "basic"
     labels = require_file(root / LABELS, LAYOUT)
-    images = require_dir(root / "Image" / ("aligned" if data.aligned else "original"), LAYOUT)
+    images = require_dir(root / "Image" / ("aligned" if aligned else "original"), LAYOUT)
     found: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
     for number, line in enumerate(read_text(labels).splitlines(), start=1):
         if not line.strip():
@@ -42,6 +41,6 @@ def load(root: Path, data: DataConfig) -> dict[str, Listing]:
         if split not in found:
             raise DataError(f"{labels}, line {number}: {name} starts with neither train_ nor test_")
         stem, suffix = name.rsplit(".", 1) if "." in name else (name, "jpg")
-        found[split][0].append(str(images / (f"{stem}_aligned.{suffix}" if data.aligned else name)))
+        found[split][0].append(str(images / (f"{stem}_aligned.{suffix}" if aligned else name)))
         found[split][1].append(label - 1)
     return {s: Listing(f"rafdb {s}", paths, y, None, CLASSES) for s, (paths, y) in found.items() if paths}

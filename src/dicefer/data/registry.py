@@ -1,4 +1,4 @@
-"""`--data SPEC` -> (train, test) FaceSets: 'synthetic', or NAME:PATH for a dataset on disk.
+"""A DataSpec -> (train, test) FaceSets: the embedded synthetic faces, or a dataset on disk.
 
 Every adapter under data/ turns its layout into Listings (sources and labels); decoding is the
 same for all of them and cached (data/cache.py). "test" is the split evaluated: the dataset's
@@ -15,59 +15,37 @@ from dicefer.data import affectnet, ckplus, fer2013, folder, oulu, rafdb
 from dicefer.data.base import FaceSet
 from dicefer.data.cache import decode_cached, default_cache_dir
 from dicefer.data.listing import DataError, Listing
+from dicefer.data.spec import ON_DISK
 from dicefer.data.synthetic import SyntheticSpec, load_synthetic
-from dicefer.errors import ConfigError
 
-Adapter = Callable[[Path, DataConfig], dict[str, Listing]]
-ADAPTERS: dict[str, Adapter] = {
-    "rafdb": rafdb.load, "fer2013": fer2013.load, "ckplus": ckplus.load,
-    "affectnet": affectnet.load, "oulu": oulu.load, "folder": folder.load,
+# Each adapter gets the data.* settings it uses and returns its splits as Listings.
+ADAPTERS: dict[str, Callable[[Path, DataConfig], dict[str, Listing]]] = {
+    "rafdb": lambda root, d: rafdb.load(root, d.aligned),
+    "fer2013": lambda root, d: fer2013.load(root, d.contempt),
+    "ckplus": lambda root, d: ckplus.load(root, d.fold, d.folds, d.contempt, d.peak_frames),
+    "affectnet": lambda root, d: affectnet.load(root, d.contempt, d.face_box),
+    "oulu": lambda root, d: oulu.load(root, d.fold, d.folds, d.peak_frames),
+    "folder": lambda root, d: folder.load(root, d.contempt),
 }
+assert tuple(ADAPTERS) == ON_DISK
 log = logging.getLogger("dicefer")
-
-
-def _synthetic(arg: str, data: DataConfig, seed: int, progress: bool) -> tuple[FaceSet, FaceSet]:
-    if arg:
-        raise ConfigError("the synthetic dataset takes no path; set its options with data.* (for example data.train_identities=100)")
-    spec = SyntheticSpec(
-        train_identities=data.train_identities, test_identities=data.test_identities,
-        images_per_identity=data.images_per_identity, size=data.size, confounded=data.confounded, min_intensity=data.min_intensity,
-        seed=seed if data.synthetic_seed is None else data.synthetic_seed,
-    )
-    return load_synthetic(spec, progress=progress)
-
-
-LOADERS = ("synthetic", *ADAPTERS)
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'name:path' -> (name, path), checking the name and the path before any work starts."""
-    name, _, arg = spec.partition(":")
-    if name not in LOADERS:
-        raise ConfigError(f"unknown dataset spec '{spec}'; valid: synthetic, {', '.join(f'{n}:PATH' for n in ADAPTERS)}")
-    if name in ADAPTERS and not arg:
-        raise ConfigError(f"dataset spec '{spec}' needs a path: {name}:PATH")
-    if name in ADAPTERS and not Path(arg).expanduser().exists():
-        raise DataError(f"{arg} does not exist (from --data {spec})")
-    return name, arg
 
 
 def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, FaceSet]:
     """(train, evaluated split); `progress` shows a bar while images are rendered or decoded the first time."""
-    name, arg = parse_spec(cfg.data.spec)
-    if name == "synthetic":
-        return _synthetic(arg, cfg.data, cfg.seed, progress)
-    return _load_files(name, Path(arg).expanduser(), cfg.data, progress)
-
-
-def _load_files(name: str, root: Path, data: DataConfig, progress: bool) -> tuple[FaceSet, FaceSet]:
-    """(train, evaluation split) of dataset `name` at `root`, decoded at data.size through the cache."""
-    splits = ADAPTERS[name](root, data)
+    data, spec = cfg.data, cfg.data.spec
+    if spec.name == "synthetic":
+        faces = SyntheticSpec(train_identities=data.train_identities, test_identities=data.test_identities,
+                              images_per_identity=data.images_per_identity, size=data.size,
+                              min_intensity=data.min_intensity,
+                              seed=cfg.seed if data.synthetic_seed is None else data.synthetic_seed)
+        return load_synthetic(faces, progress=progress)
+    root = spec.root()
+    splits = ADAPTERS[spec.name](root, data)
     if not splits.get("train"):
-        raise DataError(f"{root}: no training images found for {name}")
-    evaluated = _evaluation_split(splits, data.eval_split, f"{name}:{root}")
-    cache = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
-    return tuple(decode_cached(splits[s], data.size, data.grayscale, cache, data.strict, progress)  # type: ignore[return-value]
+        raise DataError(f"{root}: no training images found for {spec.name}")
+    evaluated = _evaluation_split(splits, data.eval_split, f"{spec.name}:{root}")
+    return tuple(decode_cached(splits[s], data.size, data.grayscale, default_cache_dir(), data.strict, progress)  # type: ignore[return-value]
                  for s in ("train", evaluated))
 
 

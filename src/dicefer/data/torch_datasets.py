@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dicefer.data.base import FaceSet
-from dicefer.data.transforms import Preprocess, to_luma, to_uint8_input
+from dicefer.data.images import to_luma
+from dicefer.data.transforms import Preprocess, to_uint8_input
 
 
 def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:

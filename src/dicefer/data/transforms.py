@@ -12,16 +12,6 @@ from dicefer.data.images import resized
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
 AUGMENTATIONS = ("paper", "flip", "none")
-LUMA = (19595, 38470, 7471)  # ITU-R 601 in 16-bit fixed point, exactly as PIL's convert("L")
-
-
-def to_luma(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB(A) (..., C) -> uint8 grayscale (...), bit for bit what PIL's convert("L") gives the
-    dataset cache, so that a face converted here and one decoded from a file are the same pixels."""
-    rgb = images[..., :3].astype(np.uint32)
-    return ((rgb @ np.array(LUMA, dtype=np.uint32) + 0x8000) >> 16).astype(np.uint8)
-
-
 def to_uint8_input(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (H, W) or (H, W, 3) -> uint8 (C, size, size), resized exactly as the dataset cache resizes."""
     t = torch.tensor(resized(image, size))  # a copy: the input may be a read-only view
@@ -44,41 +34,18 @@ def paper_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return F.horizontal_flip(x) if rng.random() < 0.5 else x
 
 
-def random_crop(x: torch.Tensor, padding: int, rng: random.Random) -> torch.Tensor:
-    """Shift the face by up to `padding` pixels each way: pad with the edge pixels, crop back to size."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, [padding] * 4, padding_mode="edge")
-    top, left = rng.randint(0, 2 * padding), rng.randint(0, 2 * padding)
-    return padded[..., top:top + h, left:left + w]
-
-
 @dataclass(frozen=True)
 class Preprocess:
-    """What every image goes through on its way to the network, built from data.* settings.
-
-    augment: 'paper' (rotation + flip), 'flip' (horizontal flip only) or 'none'; crop_padding > 0
-    adds a random crop; whiten: per-image whitening (the paper) or a plain scale to [-1, 1].
-    """
+    """What every image goes through on its way to the network: the augmentation (data.augment:
+    'paper' rotation + flip, 'flip' only, or 'none' for evaluation and predict), then per-image
+    whitening as in the paper."""
 
     augment: str = "none"
-    crop_padding: int = 0
-    whiten: bool = True
-
-    @classmethod
-    def for_training(cls, data) -> Preprocess:
-        return cls(data.augment, data.crop_padding, data.whiten)
-
-    @classmethod
-    def for_evaluation(cls, data) -> Preprocess:
-        """No augmentation: the faces as they are, scaled as in training."""
-        return cls("none", 0, data.whiten)
 
     def __call__(self, x: torch.Tensor, rng: random.Random | None) -> torch.Tensor:
         """float (C, H, W) in [0, 1] (or a batch of them) -> the network's input; rng is used only by augmentation."""
-        if self.crop_padding:
-            x = random_crop(x, self.crop_padding, rng)
         if self.augment == "paper":
             x = paper_augment(x, rng)
         elif self.augment == "flip" and rng.random() < 0.5:
             x = F.horizontal_flip(x)
-        return whiten(x) if self.whiten else x * 2 - 1
+        return whiten(x)

@@ -11,6 +11,7 @@ import torch
 from dicefer.config import TrainConfig
 from dicefer.data.base import CONTEMPT, FaceSet
 from dicefer.data.registry import load_dataset
+from dicefer.data.spec import DataSpec
 from dicefer.errors import RunError
 from dicefer.evaluation.metrics import (
     classification_metrics,
@@ -32,7 +33,8 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
     cfg: TrainConfig = run.config
     if data_spec:
         # Another dataset is read with the model's classes: contempt only where the model predicts it.
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=data_spec, contempt=CONTEMPT in run.classes))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=DataSpec.parse(data_spec),
+                                                                contempt=CONTEMPT in run.classes))
     train_set, test_set = splits or load_dataset(cfg)
     classes = run.classes
     if classes[:len(test_set.classes)] != test_set.classes:
@@ -51,7 +53,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
     if "identity" in run.modules:
         codes["I"] = codes_of(test_set, "identity")
     report = {
-        "dataset": cfg.data.spec,
+        "dataset": str(cfg.data.spec),
         "method": cfg.method,
         "classes": list(classes),
         "test": classification_metrics(test_set.expression, predicted, classes),

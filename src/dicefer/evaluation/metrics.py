@@ -130,8 +130,8 @@ def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, white
     Each identity's images are split in half (stratified), so the probe is tested on unseen
     images of people it was trained on; both halves take a turn as the test half, and the whole
     is repeated `repeats` times with fresh halves. The accuracy is the mean over those 2 x repeats
-    fits: one half split of a demo run's 1000 test images moves the reading by 1-2 points
-    (docs/method-notes.md), as much as the differences the probe is used to judge. Identities
+    fits, since a single half split moves the reading as much as the differences the probe is used
+    to judge (docs/method-notes.md). Identities
     with a single image cannot be split and are left out. "chance" is the mean share of the most
     common identity in the held-out half.
 

@@ -4,9 +4,9 @@ On a 48 px face ResNet-18's layer4 runs on 2x2 maps. onnxruntime's CPU convoluti
 each image's unfolded map on its own, a product only 4 columns wide, and 9 kernel taps per
 position although at most 4 fall inside the map. An exported model's input size is fixed, so such
 a convolution is a fixed linear map of the flattened input: one (batch, C*H*W) x (C*H*W, C'*H'*W')
-product for the whole batch, with no multiply-adds on the padding: 1.9x onnxruntime's faces/s at
-batch 64, 0.67x at batch 1, where reading the larger matrices dominates. PyTorch's convolution
-gains little from it (1.07x; docs/benchmarks.md), so only the export uses it.
+product for the whole batch, with no multiply-adds on the padding: faster at large batches,
+slower at batch 1, where reading the larger matrices dominates. PyTorch's convolution gains
+little from it (docs/benchmarks.md), so only the export uses it.
 """
 from __future__ import annotations
 

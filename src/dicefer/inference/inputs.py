@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dicefer.inference.images import UnreadableImage, read_file
+from dicefer.data.images import UnreadableImage, load_image
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
@@ -58,7 +58,7 @@ def frames(path: Path, every: int = 10) -> Iterator[Frame]:
         yield from video_frames(path, every)
         return
     try:
-        yield Frame(str(path), read_file(path))
+        yield Frame(str(path), load_image(path))
     except UnreadableImage as err:
         yield Frame(str(path), error=str(err))
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dicefer.data.transforms import Preprocess, to_luma, to_uint8_input
+from dicefer.data.images import channels
+from dicefer.data.transforms import Preprocess, to_uint8_input
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,6 @@ class InputSpec:
     size: int
     grayscale: bool
     classes: tuple[str, ...]
-    whiten: bool = True  # data.whiten: per-image whitening, or a plain scale to [-1, 1]
 
     @property
     def channels(self) -> int:
@@ -29,23 +29,17 @@ class InputSpec:
 
     def batch(self, crops: list[np.ndarray]) -> torch.Tensor:
         """uint8 crops (H, W) or (H, W, 3) of any size -> float32 (N, C, size, size), as evaluation feeds them."""
-        x = torch.stack([to_uint8_input(self._channels(c), self.size) for c in crops])
-        return Preprocess("none", 0, self.whiten)(x.float().div_(255.0), rng=None)
-
-    def _channels(self, crop: np.ndarray) -> np.ndarray:
-        if self.grayscale:
-            return to_luma(crop) if crop.ndim == 3 else crop
-        return np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop
+        x = torch.stack([to_uint8_input(channels(c, self.grayscale), self.size) for c in crops])
+        return Preprocess()(x.float().div_(255.0), rng=None)
 
     def to_metadata(self) -> dict[str, str]:
         return {"input_size": str(self.size), "grayscale": json.dumps(self.grayscale), "channels": str(self.channels),
-                "classes": json.dumps(list(self.classes)), "whiten": json.dumps(self.whiten),
+                "classes": json.dumps(list(self.classes)), "whiten": "true",
                 "preprocessing": "face crop -> ITU-R 601 luma if grayscale (as PIL's convert('L')) -> PIL "
                                  "bilinear resize to input_size (antialiased when shrinking), uint8 -> /255 -> "
-                                 + ("per-image whitening (x - mean) / max(std, 1/255)" if self.whiten else "x * 2 - 1")}
+                                 + "per-image whitening (x - mean) / max(std, 1/255)"}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> InputSpec:
-        return cls(int(meta["input_size"]), json.loads(meta["grayscale"]), tuple(json.loads(meta["classes"])),
-                   json.loads(meta.get("whiten", "true")))
+        return cls(int(meta["input_size"]), json.loads(meta["grayscale"]), tuple(json.loads(meta["classes"])))
 

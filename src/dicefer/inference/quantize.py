@@ -1,8 +1,7 @@
 """`dicefer export --int8`: the ONNX model with 8-bit weights and activations, for CPU serving.
 
 At batch 1 a ResNet-18 on small faces is bound by reading its 45 MB of float weights, so 8-bit
-weights and onnxruntime's integer convolutions make it faster (2.6x the float export's faces/s at
-batch 1 and 1.8x at batch 64 on 2 CPU cores, docs/benchmarks.md). It quantizes Conv nodes, so it
+weights and onnxruntime's integer convolutions make it faster (docs/benchmarks.md). It quantizes Conv nodes, so it
 takes an export whose convolutions were all kept (export_onnx(dense=False)). The activation ranges are
 calibrated on the run's own training faces, and the quantized model is scored against the float
 one on the run's evaluation split, so the user sees what the speed costs.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dicefer.data.images import ImageLike, load_image
 from dicefer.inference.backends import OnnxBackend, TorchBackend
 from dicefer.inference.detectors import (
     Box,
@@ -19,7 +20,6 @@ from dicefer.inference.detectors import (
     build_detector,
 )
 from dicefer.inference.framing import MIN_FOUND, Framing, calibrate, square_crop
-from dicefer.inference.images import ImageLike, load_image
 from dicefer.run import LoadedRun
 
 
@@ -109,7 +109,7 @@ class ExpressionRecognizer:
 
     def _detect(self, arrays: list[np.ndarray]) -> list[list[Box]]:
         """OpenCV releases the GIL while it searches, so several photos are searched at once: one
-        photo's search keeps 2 cores only partly busy (Haar alone: 3.4 -> 2.4 ms per photo on 2 cores).
+        photo's search keeps the cores only partly busy.
         A single photo's Haar search is split by face size across the pool instead."""
         if not getattr(self.detector, "thread_safe", False):
             return [self.detector(a) for a in arrays]

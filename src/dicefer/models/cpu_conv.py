@@ -2,9 +2,8 @@
 
 At the sizes CPU presets use (32-64 px), ResNet-18's layer3 and layer4 run on maps of 1x1 to 4x4.
 Whether oneDNN's weight-gradient kernel or unfolding the input and multiplying is faster there
-depends on the CPU: on a 2-core AMD EPYC the matmul was 3-10x faster (31 ms against 3.5 ms for a
-512->512 3x3 conv on 32 maps of 1x1) and a whole encoder step 1.5x faster at 32 px, while on a
-2-core Intel Xeon with AMX oneDNN won (benchmarks/cpu_conv_benchmark.py). So each convolution
+depends on the CPU (on some the matmul is several times faster, on others oneDNN wins;
+benchmarks/cpu_conv_benchmark.py). So each convolution
 times both on random tensors of its own shapes, once per machine, and keeps the faster, like
 cuDNN's benchmark mode; the choice is stored on disk so that every later run on the machine
 (a resumed one included) computes the same gradients bit for bit.

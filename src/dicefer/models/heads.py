@@ -24,19 +24,16 @@ class Classifier(nn.Module):
     """Two hidden layers on the frozen expression code.
 
     The code is standardised with statistics of the training codes, held as buffers, so that the
-    classifier does not depend on the code's scale and the exported model carries them. `dropout`
-    after each hidden layer (not in the paper, 0 = none) keeps a classifier on a frozen code from
-    memorising its training codes; the weights' names do not depend on it.
+    classifier does not depend on the code's scale and the exported model carries them.
     """
 
-    def __init__(self, code_dim: int = 64, num_classes: int = 7, hidden: int = 256, dropout: float = 0.0) -> None:
+    def __init__(self, code_dim: int = 64, num_classes: int = 7, hidden: int = 256) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(code_dim))
         self.register_buffer("std", torch.ones(code_dim))
-        activation = lambda: nn.Sequential(nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.net = nn.Sequential(
-            nn.Linear(code_dim, hidden), activation(),
-            nn.Linear(hidden, hidden), activation(),
+            nn.Linear(code_dim, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 

@@ -66,7 +66,7 @@ class LocalCritic(nn.Module):
     """T(M_p, z) scoring a code against every spatial position p of M's feature map.
 
     The image side is two 1x1 convolutions, written as linear layers over the positions: the same
-    weights and initialisation, and about 1 ms a step less than convolutions on a CPU.
+    weights and initialisation, and cheaper than convolutions on a CPU.
     """
 
     def __init__(self, feature_channels: int, code_dim: int, dim: int = 128, temperature: float = 0.1) -> None:

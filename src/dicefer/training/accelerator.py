@@ -3,9 +3,8 @@
 On the CPU the layout stays the default, data loads in the main process and a run resumes bit
 for bit; convolutions on small maps may compute their weight gradient as a matmul, where this
 machine measured that faster (models/cpu_conv.py). bf16 autocast is on by default only where the
-CPU computes bf16 natively (AVX-512 BF16 or AMX): a 48 px step took 0.69x the fp32 time on a
-2-core AMD EPYC with AVX-512 BF16, a 112 px step half on an Intel Xeon with AMX, while on a CPU
-without either it was 30x slower.
+CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, many times slower
+than fp32 (docs/benchmarks.md has the figures).
 """
 from __future__ import annotations
 
@@ -72,8 +71,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with its fused kernel: on a 2-core CPU one step over ResNet-18 takes 12 ms against 62 ms
-    for PyTorch's default per-tensor loop."""
+    """Adam with its fused kernel, several times faster on a CPU than PyTorch's default per-tensor loop."""
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 

@@ -23,22 +23,20 @@ class MITerm(nn.Module):
     code against z through a shared projection (see CodeCritic), which Stage 1 uses by default.
     """
 
-    def __init__(self, feature_channels: int, code_dim: int, dim: int, estimator: str, ema: float,
-                 mu: float, nu: float, temperature: float, global_critic: str = "features") -> None:
+    def __init__(self, feature_channels: int, code_dim: int, estimator: str, mu: float, nu: float,
+                 global_critic: str = "features") -> None:
         super().__init__()
         self.global_kind = global_critic
-        self.global_critic = (CodeCritic(code_dim, dim, temperature) if global_critic == "code"
-                              else GlobalCritic(feature_channels, code_dim, dim, temperature))
-        self.local_critic = LocalCritic(feature_channels, code_dim, dim, temperature)
-        self.global_est = MIEstimator(estimator, ema)
-        self.local_est = MIEstimator(estimator, ema)
+        self.global_critic = (CodeCritic(code_dim) if global_critic == "code" else GlobalCritic(feature_channels, code_dim))
+        self.local_critic = LocalCritic(feature_channels, code_dim)
+        self.global_est = MIEstimator(estimator)
+        self.local_est = MIEstimator(estimator)
         self.mu, self.nu = mu, nu
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, code_dim: int, global_critic: str) -> MITerm:
         """The MI term of a stage whose codes have `code_dim` dimensions, with the run's MI settings."""
-        return cls(Encoder.feature_channels, code_dim, cfg.model.critic_dim, cfg.mi.estimator, cfg.mi.ema,
-                   cfg.mi.mu, cfg.mi.nu, cfg.mi.temperature, global_critic)
+        return cls(Encoder.feature_channels, code_dim, cfg.mi.estimator, cfg.mi.mu, cfg.mi.nu, global_critic)
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor, joint_mask: torch.Tensor | None = None,
                 marginal_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,12 +57,9 @@ class Stage1:
     escape the constant-code collapse from random weights. Marginal samples: an image with the
     code of any other image in the batch.
 
-    l1_scale="standardised" measures L1 on codes standardised by the batch's spread of each dimension
-    (not in the paper): the raw L1 can be lowered by scaling every code down, which the scale-free
-    critics do not resist, so it shrinks the code instead of removing what differs within an
-    expression. "relative" divides the pairs' L1 by the mean L1 between all codes of the batch (not
-    in the paper): standardising still lets heavy-tailed codes (most near the mean, a few far out)
-    lower the L1 of pairs and non-pairs alike, which the ratio ignores.
+    l1_scale="whitened" measures the L1 on batch-whitened codes (not in the paper): the raw L1 can be
+    lowered by shrinking every code, which the scale-free critics do not resist, and a code whose
+    variance sits in one direction hides the rest from it (see whiten).
 
     ce_weight > 0 adds cross-entropy through an auxiliary linear `head` on the code (not in the
     paper; Stage 3 still trains its own classifier on the frozen code): labels already define the
@@ -76,7 +71,6 @@ class Stage1:
     delta: float
     positives: str = "batch"
     l1_after_mi: float | None = 0.0
-    variance_weight: float = 0.0
     l1_on: bool = False
     head: nn.Module | None = None
     ce_weight: float = 0.0
@@ -86,7 +80,7 @@ class Stage1:
     def from_config(cls, cfg: TrainConfig, encoder: nn.Module, mi: nn.Module, head: nn.Module | None) -> Stage1:
         """Stage 1 with the run's objective; `head` is the cross-entropy head (used when ce_weight > 0)."""
         s = cfg.stage1
-        return cls(encoder, mi, s.delta, s.positives, s.l1_after_mi, s.variance_weight, head=head,
+        return cls(encoder, mi, s.delta, s.positives, s.l1_after_mi, head=head,
                    ce_weight=s.ce_weight, l1_scale=s.l1_scale)
 
     def step(self, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -99,8 +93,6 @@ class Stage1:
         mi_estimate = float(self.mi.mu * mi_global + self.mi.nu * mi_local)
         self.l1_on = self.l1_on or self.l1_after_mi is None or mi_estimate > self.l1_after_mi
         loss = -mi + (self.delta * l1 if self.l1_on else 0.0)
-        if self.variance_weight:  # VICReg's hinge: keep every code dimension's spread near 1 or above
-            loss = loss + self.variance_weight * F.relu(1 - codes.std(0)).mean()
         extra = {}
         if self.ce_weight:
             ce = F.cross_entropy(self.head(codes), torch.cat([y, y]))
@@ -113,30 +105,21 @@ class Stage1:
 
 
 def consistency_l1(codes: torch.Tensor, b: int, scale: str = "raw") -> torch.Tensor:
-    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]): raw, on batch-standardised codes,
-    relative to the mean L1 between any two codes of the batch (1 = pairs no closer than others),
-    or on batch-whitened codes (see whiten)."""
+    """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]), raw or on batch-whitened codes (see whiten)."""
     if scale == "whitened":
         codes = whiten(codes)
-    elif scale == "standardised":
-        codes = (codes - codes.mean(0)) / (codes.std(0) + 1e-4)
-    pairs = F.l1_loss(codes[:b], codes[b:])
-    if scale != "relative":
-        return pairs
-    n = len(codes)
-    between = (codes[:, None] - codes[None]).abs().sum() / (n * (n - 1) * codes.shape[1])  # the diagonal is 0
-    return pairs / (between + 1e-8)
+    return F.l1_loss(codes[:b], codes[b:])
 
 
 def whiten(codes: torch.Tensor, shrink: float = 0.01) -> torch.Tensor:
     """Codes in coordinates where the batch's covariance is about the identity (Cholesky whitening).
 
     Standardising each dimension leaves a direction of small variance small whenever one direction
-    dominates them all, and a demo E is like that (its first principal component holds about 97 %
-    of the variance, identity sits in the rest); after whitening, a pair's difference costs alike
+    dominates them all, as in a demo E, whose identity sits in the small directions; after whitening,
+    a pair's difference costs alike
     in every direction that holds more than about `shrink` of a dimension's variance. The covariance
     is shrunk toward its diagonal, since 64 codes in 64 dimensions would make it singular; directions
-    below that floor stay damped (a demo E has about five above it, docs/method-notes.md).
+    below that floor stay damped (docs/method-notes.md).
     Computed in fp32 even under autocast.
     """
     with torch.autocast(codes.device.type, enabled=False):

@@ -52,6 +52,7 @@ from dicefer.training.stages import (
 )
 
 logger = logging.getLogger("dicefer")
+STAGE3_BATCH = 256  # codes per step of the classifier on the frozen code
 
 
 def seed_everything(seed: int) -> None:
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     # A few training faces as they were fed, so that predict can frame detections like them; drawn
     # with their own generator, so that training draws the same random numbers with or without them.
     exemplars = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:EXEMPLARS]]
-    augment = Preprocess.for_training(cfg.data)
+    augment = Preprocess(cfg.data.augment)
     monitor = EvalMonitor(test_set, cfg, device) if cfg.monitor and proc.is_main else None
 
     def scored(encoder: Encoder, head: torch.nn.Module):
@@ -165,7 +166,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     if cfg.method == "supervised":
         # ---------------- supervised baseline ----------------
         enc_e = encoder()
-        opt = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.supervised.lr)
+        opt = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage1.lr)
         faces = shuffled(Faces(images, train_set.expression, augment, data_seed), 2 * cfg.batch_size, cfg.seed, True)
         net_e, net_c = trained_encoder(enc_e), ddp(classifier)
 
@@ -230,7 +231,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     codes = torch.from_numpy(encode_faces(enc_e, train_set, cfg.data.size, cfg.data.grayscale, device))
     classifier.fit_standardisation(codes)
     opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
-    code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), cfg.stage3.batch_size,
+    code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), STAGE3_BATCH,
                            cfg.seed + 3, False)
     net_c = ddp(classifier)
 
@@ -251,7 +252,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     # ---------------- optional: fine-tune E with the classifier (stage3.finetune_epochs; not in the paper) ----------------
     # Starts from the paper's result: the Stage 1 code and a classifier already fitted on it.
     enc_e.requires_grad_(True)
-    opt_f = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.stage3.finetune_lr)
+    opt_f = adam([*enc_e.parameters(), *classifier.parameters()], lr=cfg.finetune_lr)
     net_e = trained_encoder(enc_e)
 
     def step_f(batch):
