@@ -54,8 +54,8 @@ class MIConfig:
 
 @dataclass
 class Stage1Config:
-    epochs: int = 20
-    lr: float = 1e-4                    # fine-tuning (stage3.finetune_epochs) runs at a tenth of it
+    epochs: int = 20                    # Stage 1: the expression encoder E and its critics
+    lr: float = 1e-4                    # Adam; also the baseline's, and a tenth of it for fine-tuning
     delta: float = 0.1                  # weight of the L1 consistency term |E_M - E_N|
     global_critic: str = "code"         # code: T(M, E_N) scores E_M against E_N | features: Deep InfoMax on M's feature map (the paper)
     positives: str = "batch"            # batch: every same-expression (image, code) pair of the batch | pair: the sampled partners (the paper)
@@ -66,16 +66,16 @@ class Stage1Config:
 
 @dataclass
 class Stage2Config:
-    epochs: int = 20
-    lr: float = 1e-4
+    epochs: int = 20                    # Stage 2: the identity encoder I, E frozen
+    lr: float = 1e-4                    # Adam, for I and its critics
     zeta_adv: float = 0.025             # weight of the adversarial term (the paper sweeps 0..0.05)
     disc_lr: float = 1e-4               # the shuffle discriminator's learning rate
 
 
 @dataclass
 class Stage3Config:
-    epochs: int = 50                    # the classifier on the frozen code
-    lr: float = 1e-3
+    epochs: int = 50                    # Stage 3: the classifier on the frozen code
+    lr: float = 1e-3                    # Adam, for the classifier
     finetune_epochs: int = 0            # then E and the classifier together on the pairs (0 = off, as in the paper)
     finetune_delta: float = 0.0         # the pair L1 (measured as stage1.l1_scale says) kept at this weight while fine-tuning
 
@@ -88,8 +88,8 @@ class SupervisedConfig:
 @dataclass
 class TrainConfig:
     method: str = "dicefer"             # dicefer | supervised (the baseline: the same ResNet-18 and classifier, cross-entropy)
-    seed: int = 0
-    batch_size: int = 32                # pairs per step (64 images); the baseline takes 64 images too
+    seed: int = 0                       # every random draw: initialisation, pairs, augmentation, the synthetic faces
+    batch_size: int = 32                # pairs per step (2 x batch_size images); the baseline's batches hold as many images
     lr_schedule: str = "constant"       # constant (the paper) | cosine: each stage's rates decay to 0 over its epochs
     device: str = "auto"                # auto: CUDA if there is one | cpu | cuda
     compile: bool = False               # torch.compile the encoders (worth it on a GPU for long runs)

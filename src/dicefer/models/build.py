@@ -27,6 +27,12 @@ def classifier(cfg: TrainConfig, num_classes: int) -> Classifier:
     return Classifier(cfg.model.code_dim, num_classes)
 
 
+def stage1_head(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Stage 1's linear cross-entropy head on E (stage1.ce_weight); an Identity when it is off, built
+    then without drawing random numbers, so that the paper's recipe initialises as it would without it."""
+    return nn.Linear(cfg.model.code_dim, num_classes) if cfg.stage1.ce_weight else nn.Identity()
+
+
 def discriminator(cfg: TrainConfig) -> ShuffleDiscriminator:
     return ShuffleDiscriminator(cfg.model.code_dim)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,11 @@ from dicefer.config import TrainConfig, to_dict
 from dicefer.data.base import FaceSet
 from dicefer.data.pairs import SameExpressionPairs
 from dicefer.data.registry import load_dataset
-from dicefer.data.torch_datasets import FacePairs, Faces, evaluation_faces, resize_all
+from dicefer.data.torch_datasets import FacePairs, Faces, resize_all
 from dicefer.data.transforms import Preprocess
 from dicefer.errors import RunError
 from dicefer.models import build
-from dicefer.models.codes import encode, encode_faces
+from dicefer.models.codes import encode_faces
 from dicefer.models.encoders import Encoder
 from dicefer.run import CHECKPOINT, EXEMPLARS, METRICS, MODEL, save_config, save_model
 from dicefer.training import distributed
@@ -43,6 +42,7 @@ from dicefer.training.checkpoint import (
     save_checkpoint,
 )
 from dicefer.training.loop import MetricsLog, ResumableBatches, StageRunner, StopRequest
+from dicefer.training.monitor import EvalMonitor
 from dicefer.training.stages import (
     MITerm,
     Stage1,
@@ -59,33 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class EvalMonitor:
-    """Accuracy on the evaluation split after an epoch (`monitor`), for curves of accuracy against
-    wall-clock time. It draws no random numbers, so a monitored run trains exactly as an unmonitored
-    one; it never chooses a model."""
-
-    def __init__(self, faces: FaceSet, cfg: TrainConfig, device: torch.device) -> None:
-        self.faces = evaluation_faces(faces, cfg.data.size, cfg.data.grayscale)
-        self.device = device
-
-    def __call__(self, encoder: Encoder, head: torch.nn.Module) -> dict[str, float]:
-        with torch.random.fork_rng(devices=[]):
-            logits = encode(torch.nn.Sequential(_FirstOutput(encoder), head), self.faces, device=self.device)
-        correct = logits.argmax(1) == self.faces.labels.numpy()
-        return {"eval_accuracy": float(correct.mean()), "wall_clock": time.time()}
-
-
-class _FirstOutput(torch.nn.Module):
-    """An encoder's code without its feature map."""
-
-    def __init__(self, encoder: Encoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[0]
 
 
 def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequest, show_progress: bool = True,
@@ -190,9 +163,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
 
     # ---------------- Stage 1: expression encoder ----------------
     enc_e, mi1 = encoder(), mi_term(cfg.model.code_dim, cfg.stage1.global_critic)
-    # The optional cross-entropy head (stage1.ce_weight) is built only when used, so that runs without it draw
-    # the same initial weights as before it existed.
-    head = torch.nn.Linear(cfg.model.code_dim, len(train_set.classes)).to(device) if cfg.stage1.ce_weight else torch.nn.Identity()
+    head = build.stage1_head(cfg, len(train_set.classes)).to(device)
     s1 = Stage1.from_config(cfg, trained_encoder(enc_e), ddp(mi1), ddp(head) if cfg.stage1.ce_weight else head)
     opt1 = adam([*enc_e.parameters(), *mi1.parameters(), *head.parameters()], lr=cfg.stage1.lr)
 
