@@ -319,7 +319,7 @@ def _without_retired(data: dict[str, Any]) -> dict[str, Any]:
     section = lambda group: data[group] if isinstance(data.get(group), dict) else {}
     for (group, key), neutral in RETIRED.items():
         if key in section(group) and (value := section(group).pop(key)) != neutral and neutral is not None:
-            raise ConfigError(f"{group}.{key}={value!r}: this setting was retired (see docs/method-notes.md); "
+            raise ConfigError(f"{group}.{key}={value!r}: this setting was retired (docs/method.md says why); "
                               f"this version trains only as {group}.{key}={neutral!r} did")
     stage1 = section("stage1")
     if "l1_whiten" in stage1 and isinstance(stage1["l1_whiten"], bool):
