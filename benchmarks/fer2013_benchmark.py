@@ -1,5 +1,7 @@
-"""DICE-FER on FER2013 (train on train/, score val/): the `real-cpu` preset against the supervised
-baseline and the paper's recipe, at 48x48, the same budget each, paired by seed.
+"""DICE-FER on FER2013 (train on train/, score val/), paired by seed against the supervised baseline
+with the same backbone, start, input and budget: from random weights (ResNet-18 at 48x48, the
+`real-cpu` preset) and from a face-recognition start (MobileFaceNet trained on CASIA-WebFace, at
+56x48, the `face-cpu` preset), each beside the paper's recipe from the same start.
 
 One invocation trains the chosen methods for one seed side by side, one process and one thread
 each (so they share the machine and the clock alike), and stores each run's numbers under
@@ -9,6 +11,7 @@ docs/benchmarks.md and the plot of val accuracy against wall-clock minutes. Not 
 skips (exit 0) when the data is absent.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/fer2013_benchmark.py --seed 0 [--methods real-cpu,supervised]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/fer2013_benchmark.py --seed 0 --methods face-cpu,face-supervised
     python benchmarks/fer2013_benchmark.py --report-only     # re-pool the stored runs
 """
 from __future__ import annotations
@@ -35,19 +38,27 @@ from dicefer.models.cpu_conv import machine_signature
 RUNS = ROOT / "docs" / "fer2013"
 QUOTED_FER = 0.659  # quoted, not measured here: the `fer` package's FER2013 model on a FER2013 test split
 BUDGET_MIN = 45
-# Every method trains the same backbone at 48 px with the same augmentation, schedule and encoder steps:
-# a Stage 1 epoch (each image once, in pairs of 32) and a baseline epoch (64 images a step) are both
-# len(train) / 64 steps, so Stage 1 8 epochs + Stage 2 1 match the baseline's 9. "supervised-2x" gives
-# the baseline twice that, past the budget, to show what more steps buy it.
+CASIA = ROOT.parent / "shared" / "models" / "mobilefacenet_casia_webface.ckpt"  # read, never committed
+# Within a family every method trains the same backbone from the same start with the same input,
+# augmentation, schedule and encoder steps: a Stage 1 epoch (each image once, in pairs of 32) and a
+# baseline epoch (64 images a step) are both len(train) / 64 steps, so Stage 1 8 epochs + Stage 2 1
+# match the baseline's 9 (face-cpu: 4 + 1 against 5). "supervised-2x" gives the baseline twice that,
+# past the budget, to show what more steps buy it. Each method: (label, arguments, its baseline).
+FACE = ["--init", str(CASIA)]
 METHODS = {
-    "real-cpu": ("DICE-FER, `real-cpu` preset", ["--preset", "real-cpu"]),
-    "supervised": ("supervised baseline", ["--preset", "real-cpu", "--set", "method=supervised"]),
+    "real-cpu": ("DICE-FER, `real-cpu` preset", ["--preset", "real-cpu"], "supervised"),
+    "supervised": ("supervised baseline", ["--preset", "real-cpu", "--set", "method=supervised"], None),
     "supervised-2x": ("supervised baseline, 18 epochs (twice the steps)",
-                      ["--preset", "real-cpu", "--set", "method=supervised", "supervised.epochs=18"]),
+                      ["--preset", "real-cpu", "--set", "method=supervised", "supervised.epochs=18"], "supervised"),
     "paper": ("DICE-FER, `paper` recipe at 48 px", ["--preset", "paper", "--set", "data.size=48", "lr_schedule=cosine",
-                                                      "stage1.epochs=8", "stage2.epochs=1"]),
+                                                      "stage1.epochs=8", "stage2.epochs=1"], "supervised"),
+    "face-cpu": ("DICE-FER, `face-cpu` preset, CASIA start", ["--preset", "face-cpu", *FACE], "face-supervised"),
+    "face-supervised": ("supervised baseline, CASIA start", ["--preset", "face-cpu", *FACE, "--set", "method=supervised"],
+                        None),
+    "face-paper": ("DICE-FER, `paper` recipe, CASIA start, 56x48",
+                   ["--preset", "paper", *FACE, "--set", "model.backbone=mobilefacenet", "data.size=56", "precision=fp32",
+                    "lr_schedule=cosine", "stage1.epochs=4", "stage2.epochs=1"], "face-supervised"),
 }
-BASELINE = "supervised"
 
 
 def train_side_by_side(args, jobs: list[tuple[str, int]]) -> None:
@@ -108,9 +119,10 @@ def machine(cfg: dict) -> str:
 
 
 def paired(records: dict, key: str) -> tuple[list[int], list[float]]:
-    """Seeds where both `key` and the baseline ran, and key - baseline in accuracy points."""
-    seeds = sorted(s for (k, s) in records if k == key and (BASELINE, s) in records)
-    return seeds, [100 * (records[key, s]["accuracy"] - records[BASELINE, s]["accuracy"]) for s in seeds]
+    """Seeds where both `key` and its baseline ran, and key - baseline in accuracy points."""
+    base = METHODS[key][2]
+    seeds = sorted(s for (k, s) in records if k == key and (base, s) in records)
+    return seeds, [100 * (records[key, s]["accuracy"] - records[base, s]["accuracy"]) for s in seeds]
 
 
 def interval(gaps: list[float]) -> tuple[float, float, float]:
@@ -121,37 +133,66 @@ def interval(gaps: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def write_doc(records: dict) -> None:
+FAMILIES = {  # one block of docs/benchmarks.md each: (block label, heading, what is held equal, target method)
+    "random": ("fer2013", "48x48, ResNet-18 from random weights: the `real-cpu` preset against the supervised baseline "
+               "and the paper's recipe",
+               "Same ResNet-18 from random weights, augmentation (the paper's rotations and flips), cosine schedule and "
+               "number of encoder steps (DICE-FER: Stage 1 8 epochs of pairs + Stage 2 1; baseline: 9 epochs of single "
+               "images, each epoch len(train) / 64 steps of 64 images; the 18-epoch baseline has twice the steps).",
+               "real-cpu"),
+    "face": ("fer2013-face", "56x48, MobileFaceNet from a CASIA-WebFace face-recognition start: the `face-cpu` preset "
+             "against the supervised baseline and the paper's recipe from the same start",
+             "Same MobileFaceNet started from the CASIA-WebFace checkpoint in `../shared/models/` (read, never "
+             "committed), 56x48 input scaled as it was trained ((pixel - 127.5) / 128), fp32, augmentation (the "
+             "paper's rotations and flips), cosine schedule and number of encoder steps (DICE-FER: Stage 1 4 epochs "
+             "of pairs + Stage 2 1; baseline: 5 epochs of single images).",
+             "face-cpu"),
+}
+
+
+def family(method: str) -> str:
+    return "face" if method.startswith("face-") else "random"
+
+
+def write_doc(records: dict, name: str) -> None:
+    label, heading, equal, target = FAMILIES[name]
+    records = {k: r for k, r in records.items() if family(k[0]) == name}
+    if not records:
+        return
     methods = [k for k in METHODS if any(m == k for m, _ in records)]
     classes = list(next(iter(records.values()))["recall"])
     dates = sorted({r["date"] for r in records.values()})
     machines = sorted({r["machine"] for r in records.values()})
     commits = sorted({r["commit"] for r in records.values() if "commit" in r})
+    identity = any(r.get("identity_r2") for r in records.values())
     lines = [
-        "## FER2013 (train/ -> val/), 48x48, the `real-cpu` preset against the supervised baseline and the paper's recipe",
+        f"## FER2013 (train/ -> val/), {heading}",
         "",
         (f"Measured {', '.join(dates)} on {'; '.join(machines)}. Two runs side by side on the 2 cores, one thread each, "
-         "launched together for one seed; wall time is each run's own, launch to report. Same ResNet-18 from random "
-         "weights, augmentation (the paper's rotations and flips), cosine schedule and number of encoder steps "
-         "(DICE-FER: Stage 1 8 epochs of pairs + Stage 2 1; baseline: 9 epochs of single images, each epoch "
-         "len(train) / 64 steps of 64 images; the 18-epoch baseline has twice the steps). "
+         f"launched together for one seed; wall time is each run's own, launch to report. {equal} "
          f"Budget {BUDGET_MIN} min a run. Each run's numbers: `docs/fer2013/`"
          + (f" (code: commit {', '.join(commits)} where recorded)" if commits else "")
          + ". Produced by `benchmarks/fer2013_benchmark.py`."),
         "",
-        "| method | seeds | val accuracy (mean, per seed) | macro-F1 (mean) | train accuracy | wall time (min, max over seeds) |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | val accuracy (mean, per seed) | macro-F1 (mean) | train accuracy | wall time (min, max over seeds) |"
+        + (" identity R^2 of the code (mean) |" if identity else ""),
+        "|---|---|---|---|---|---|" + ("---|" if identity else ""),
     ]
     for key in methods:
         rs = [records[k, s] for (k, s) in sorted(records) if k == key]
+        r2 = [r["identity_r2"]["E"] for r in rs if r.get("identity_r2")]
         lines.append(f"| {METHODS[key][0]} | {len(rs)} | {statistics.mean(r['accuracy'] for r in rs):.3f} "
                      f"({', '.join(format(r['accuracy'], '.3f') for r in rs)}) | {statistics.mean(r['macro_f1'] for r in rs):.3f} | "
-                     f"{statistics.mean(r['train_accuracy'] for r in rs):.3f} | {max(r['wall_min'] for r in rs):.1f} |")
+                     f"{statistics.mean(r['train_accuracy'] for r in rs):.3f} | {max(r['wall_min'] for r in rs):.1f} |"
+                     + (f" {statistics.mean(r2):.3f} ({len(r2)} seeds) |" if r2 else " |" if identity else ""))
+    if identity:
+        lines += ["", "Identity R^2: how much of the CASIA-WebFace MobileFaceNet's face embedding a ridge map from the "
+                  "run's expression code (E; the baseline's code) predicts on held-out val faces (README, Datasets)."]
     lines += ["", f"The `fer` package's FER2013 model: {QUOTED_FER:.1%} on a FER2013 test split (quoted from its "
               "documentation, not measured here, and not on val/).", "",
-              "Paired by seed, against the supervised baseline (accuracy points):", ""]
+              "Paired by seed, against the supervised baseline with the same start (accuracy points):", ""]
     for key in methods:
-        if key == BASELINE:
+        if METHODS[key][2] is None:
             continue
         seeds, gaps = paired(records, key)
         if not gaps:
@@ -165,17 +206,18 @@ def write_doc(records: dict) -> None:
     for key in methods:
         rs = [records[k, s] for (k, s) in sorted(records) if k == key]
         lines.append(f"| {METHODS[key][0]} | " + " | ".join(f"{statistics.mean(r['recall'][c] for r in rs):.2f}" for c in classes) + " |")
-    lines += ["", targets(records), "", f"![Val accuracy against wall-clock minutes]({plot(records, methods).relative_to(ROOT / 'docs')})"]
-    write_block("fer2013", lines)
+    lines += ["", targets(records, target), "",
+              f"![Val accuracy against wall-clock minutes]({plot(records, methods, label).relative_to(ROOT / 'docs')})"]
+    write_block(label, lines)
 
 
-def targets(records: dict) -> str:
+def targets(records: dict, key: str) -> str:
     """The issue's targets, each met or missed by how much."""
-    seeds, gaps = paired(records, "real-cpu")
+    seeds, gaps = paired(records, key)
     if not gaps:
-        return "Targets: no paired `real-cpu` runs yet."
+        return f"Targets: no paired `{key}` runs yet."
     mean, low, _ = interval(gaps)
-    best = statistics.mean(records["real-cpu", s]["accuracy"] for s in seeds)
+    best = statistics.mean(records[key, s]["accuracy"] for s in seeds)
     over = max(r["wall_min"] for (k, _), r in records.items() if k != "supervised-2x")
     checks = [
         f"mean ahead of the baseline: {'met' if mean > 0 else 'missed'} ({mean:+.1f} points)",
@@ -184,10 +226,17 @@ def targets(records: dict) -> str:
         f"val accuracy 0.66 or more: {'met' if best >= 0.66 else 'missed'} (mean {best:.3f}, {100 * (best - 0.66):+.1f} points)",
         f"at most {BUDGET_MIN} min a run: {'met' if over <= BUDGET_MIN else 'missed'} (longest {over:.1f} min)",
     ]
+    base = METHODS[key][2]
+    r2 = [(records[key, s].get("identity_r2"), records[base, s].get("identity_r2")) for s in seeds]
+    r2 = [(a["E"], b["E"]) for a, b in r2 if a and b]
+    if r2:
+        e, b = statistics.mean(a for a, _ in r2), statistics.mean(b for _, b in r2)
+        checks.append(f"E's identity reading below the baseline code's: {'met' if e < b else 'missed'} "
+                      f"(R^2 {e:.3f} against {b:.3f})")
     return "Targets: " + "; ".join(checks) + "."
 
 
-def plot(records: dict, methods: list[str]) -> Path:
+def plot(records: dict, methods: list[str], label: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for colour, key in zip(("tab:red", "tab:blue", "tab:cyan", "tab:green"), methods):
         for i, (k, s) in enumerate(sorted(r for r in records if r[0] == key)):
@@ -199,7 +248,7 @@ def plot(records: dict, methods: list[str]) -> Path:
            title="FER2013 val accuracy during training (one line per seed)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = ROOT / "docs" / "fer2013-curves.png"
+    path = ROOT / "docs" / f"{label}-curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -226,10 +275,13 @@ def main() -> int:
         if not (args.data / "train").is_dir():
             print(f"FER2013 not found at {args.data} (expected train/<class>/*.jpg): skipping", file=sys.stderr)
             return 0
+        if any(family(m) == "face" for m, _ in jobs) and not CASIA.is_file():
+            print(f"the face-recognition start {CASIA} is absent: skipping", file=sys.stderr)
+            return 0
         train_side_by_side(args, jobs)
     records = {(r["method"], r["seed"]): r for r in map(json.loads, map(Path.read_text, sorted(RUNS.glob("*.json"))))}
-    if records:
-        write_doc(records)
+    for name in FAMILIES:
+        write_doc(records, name)
     return 0
 
 

@@ -63,7 +63,7 @@ def photos(n: int, seed: int = 0) -> list[np.ndarray]:
 def classifier_speed(backends: dict, rounds: int) -> dict[tuple[str, int], list[float]]:
     """Faces/s of backend(x) on whitened inputs, per round."""
     spec = next(iter(backends.values())).spec
-    inputs = {n: torch.randn(n, spec.channels, spec.size, spec.size) for n in (1, 64)}
+    inputs = {n: spec.example(n) for n in (1, 64)}
     calls = {1: 40, 64: 3}
     speed: dict[tuple[str, int], list[float]] = {(name, n): [] for name in backends for n in inputs}
     for name, n in speed:  # warm-up
@@ -138,12 +138,12 @@ def main() -> None:
     # The export's rewrite of small-map convolutions, undone for onnxruntime and done for PyTorch.
     dense_torch = TorchBackend(LoadedRun(run))
     spec = dense_torch.spec
-    densify_small_maps(dense_torch.model, torch.zeros(1, spec.channels, spec.size, spec.size))
+    densify_small_maps(dense_torch.model, torch.zeros(1, *spec.face.shape))
     backends = {name: rec.backend for name, rec in recognizers.items()} | {
         ONNX_CONVS: OnnxBackend(work / "convs.onnx", args.threads), TORCH_DENSE: dense_torch}
     speed = classifier_speed(backends, args.rounds)
     latency = end_to_end(recognizers, images, args.rounds)
-    write_doc(args, recognizers["onnxruntime"].backend.spec.size, load, speed, latency, found, len(images), check)
+    write_doc(args, recognizers["onnxruntime"].backend.spec.face.size, load, speed, latency, found, len(images), check)
 
 
 def write_doc(args, size: int, load: float, speed: dict, latency: dict, found: int, n_photos: int, check) -> None:

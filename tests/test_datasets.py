@@ -21,7 +21,7 @@ from dicefer.data.base import CLASSES, CONTEMPT, canonical_class
 from dicefer.data.listing import Listing
 from dicefer.data.registry import load_dataset
 from dicefer.data.spec import DataSpec
-from dicefer.data.transforms import Preprocess
+from dicefer.data.transforms import FaceInput, Preprocess
 
 FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 
@@ -194,13 +194,16 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     assert len(list((tmp_path / "c").glob("faces-*.npy"))) == 5  # another size, another cache
 
 
-def test_preprocess_flip_and_whitening():
+def test_preprocess_flip_and_scaling():
     x = torch.rand(1, 32, 32)
-    plain = Preprocess("none")
+    face = FaceInput(32, 32, True)
+    plain = Preprocess(face, "none")
     whitened = plain(x, None)
     assert abs(float(whitened.mean())) < 1e-4 and float(whitened.std()) == pytest.approx(1.0, rel=1e-3)
+    centred = Preprocess(FaceInput(32, 32, True, "centred"), "none")(torch.tensor([[[0.0, 127.5 / 255, 1.0]]]), None)
+    assert torch.allclose(centred, torch.tensor([[[-127.5 / 128, 0.0, 127.5 / 128]]]))  # as face recognition scales pixels
     rng = random.Random(0)
-    flipped = [Preprocess("flip")(x, rng) for _ in range(20)]
+    flipped = [Preprocess(face, "flip")(x, rng) for _ in range(20)]
     assert any(torch.equal(f, plain(x, None)) for f in flipped) and any(torch.equal(f, plain(x.flip(-1), None)) for f in flipped)
 
 

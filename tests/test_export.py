@@ -33,7 +33,7 @@ def exported(tiny_run, tmp_path_factory):
 def test_onnxruntime_matches_pytorch(tiny_run, exported):
     torch_model, onnx_model = TorchBackend(LoadedRun(tiny_run)), OnnxBackend(exported)
     assert onnx_model.spec == torch_model.spec
-    assert onnx_model.spec.classes == CLASSES and onnx_model.spec.size == 32 and onnx_model.spec.grayscale
+    assert onnx_model.spec.classes == CLASSES and onnx_model.spec.face.size == 32 and onnx_model.spec.grayscale
     for n in (1, 5, 64):  # the batch axis is dynamic
         x = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(n))
         (p_torch, e_torch), (p_onnx, e_onnx) = torch_model(x), onnx_model(x)

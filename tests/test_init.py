@@ -38,7 +38,7 @@ def test_pth_nested_and_prefixed_loads(tmp_path, reference, caplog, wrap):
         enc = Encoder(64, 3, str(path))
     assert torch.equal(enc.stem[0].weight, reference["conv1.weight"])
     assert_trunk_equal(enc, reference)
-    assert "loaded 120 of 120 ResNet-18 tensors; ignored the classifier head (2 tensors)" in caplog.text
+    assert "loaded 120 of 120 ResNet-18 tensors; ignored 2 tensors beyond the trunk (fc.)" in caplog.text
 
 
 def test_safetensors_and_grayscale_adaptation(tmp_path, reference):

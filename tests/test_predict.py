@@ -24,7 +24,7 @@ from dicefer.data.base import CLASSES, FaceSet
 from dicefer.data.images import load_image, to_luma
 from dicefer.data.synthetic import SyntheticSpec, render_face
 from dicefer.data.torch_datasets import Faces, evaluation_faces, resize_all
-from dicefer.data.transforms import Preprocess
+from dicefer.data.transforms import FaceInput, Preprocess
 from dicefer.inference.detectors import HaarDetector
 from dicefer.inference.framing import Framing, square_crop
 from dicefer.inference.preprocess import InputSpec
@@ -219,17 +219,20 @@ def test_embed_gives_expression_and_identity_codes(tiny_run):
     assert np.allclose(rec.embed(crops[:1])["expression"], codes["expression"][:1], atol=1e-5)  # batching changes nothing
 
 
-def test_preprocessing_is_what_training_fed_the_encoder():
+@pytest.mark.parametrize("width, scaling", [(32, "whiten"), (27, "centred")])  # ResNet-18's input, MobileFaceNet's
+def test_preprocessing_is_what_training_fed_the_encoder(width, scaling):
     """A face crop through InputSpec equals the same image through the training dataset (no augmentation)."""
     images = np.stack([render_face(SyntheticSpec(size=64), i, e, nuisance=True) for i, e in [(0, 1), (3, 4)]])
     faces = FaceSet(images, np.array([1, 4]), None, "t")
     cases = ((True, [images[0], np.dstack([images[1]] * 3)]), (False, list(images)))
     for grayscale, crops in cases:
+        face = FaceInput(32, width, grayscale, scaling)
         trained = Faces(resize_all(faces if grayscale else FaceSet(np.stack([np.dstack([i] * 3) for i in images]),
-                                                                  faces.expression, None, "t"), 32, grayscale),
-                        faces.expression, Preprocess("none"))
+                                                                  faces.expression, None, "t"), face),
+                        faces.expression, Preprocess(face, "none"))
         expected = torch.stack([trained[0][0], trained[1][0]])
-        assert torch.equal(InputSpec(32, grayscale, CLASSES).batch(crops), expected)
+        assert expected.shape == (2, face.channels, 32, width)
+        assert torch.equal(InputSpec(face, CLASSES).batch(crops), expected)
 
 
 def test_square_crop_pads_at_the_image_edge():
@@ -273,9 +276,10 @@ def test_predict_feeds_what_evaluation_feeds_on_resized_dataset_faces(tmp_path, 
     monkeypatch.setenv("DICEFER_CACHE", str(tmp_path / "cache"))
     cfg = build_config("smoke", None, [f"data.spec=rafdb:{basic}", "data.size=112", f"data.grayscale={str(grayscale).lower()}"])
     _, test = load_dataset(cfg, progress=False)
-    evaluated = evaluation_faces(test, 112, grayscale)
+    face = FaceInput(112, 112, grayscale)
+    evaluated = evaluation_faces(test, face)
     expected = torch.stack([evaluated[i][0] for i in range(len(test))])
-    spec = InputSpec(112, grayscale, CLASSES)
+    spec = InputSpec(face, CLASSES)
     assert torch.equal(spec.batch([load_image(source) for source in test.sources]), expected)
 
 

@@ -40,8 +40,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    backbone: str = "resnet18"          # resnet18 | mobilefacenet: the encoders' network (models/backbones.py), which fixes the input's aspect and pixel scaling
     code_dim: int = 64                  # size of E and of I
-    init: str = "random"                # random | imagenet | PATH of a ResNet-18 state dict (.pth, .pth.tar, .safetensors)
+    init: str = "random"                # random | imagenet (resnet18) | PATH of the backbone's weights (.pth, .pth.tar, .ckpt, .safetensors)
     maxpool: bool = True                # the stem's max-pool; false: twice the resolution in every block, for small faces
 
 
@@ -244,6 +245,7 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
 def validate(cfg: TrainConfig) -> None:
     choices = {
         "method": (cfg.method, ("dicefer", "supervised")),
+        "model.backbone": (cfg.model.backbone, ("resnet18", "mobilefacenet")),
         "mi.estimator": (cfg.mi.estimator, ("dv", "jsd", "infonce")),
         "data.augment": (cfg.data.augment, ("paper", "flip", "none")),
         "data.eval_split": (cfg.data.eval_split, ("auto", "val", "test")),
@@ -288,6 +290,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.synthetic_seed={seed!r}: expected a non-negative integer, or null to follow --seed")
     if cfg.data.peak_frames < 1:
         raise ConfigError("data.peak_frames must be at least 1")
+    if cfg.model.init == "imagenet" and cfg.model.backbone != "resnet18":
+        raise ConfigError(f"model.init=imagenet: there are ImageNet weights for resnet18 only, not {cfg.model.backbone}; "
+                          "give a face-recognition checkpoint (--init PATH) or --init random")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

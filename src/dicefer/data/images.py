@@ -124,12 +124,13 @@ def to_luma(images: np.ndarray) -> np.ndarray:
     return ((rgb @ np.array(LUMA, dtype=np.uint32) + 0x8000) >> 16).astype(np.uint8)
 
 
-def resized(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3) -> (size, size[, 3]): the one resize of every face, for training,
-    evaluation and predict alike (PIL's bilinear, antialiased when shrinking); not cropped."""
-    if pixels.shape[:2] == (size, size):
+def resized(pixels: np.ndarray, size: int, width: int | None = None) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> (size, width or size[, 3]): the one resize of every face, for
+    training, evaluation and predict alike (PIL's bilinear, antialiased when shrinking); not cropped."""
+    width = size if width is None else width
+    if pixels.shape[:2] == (size, width):
         return pixels
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(pixels).resize((width, size), Image.Resampling.BILINEAR))
 
 
 def _scaled(a: np.ndarray, top: int) -> np.ndarray:

@@ -9,25 +9,25 @@ from torch.utils.data import Dataset
 
 from dicefer.data.base import FaceSet
 from dicefer.data.images import to_luma
-from dicefer.data.transforms import Preprocess, to_uint8_input
+from dicefer.data.transforms import FaceInput, Preprocess
 
 
-def resize_all(faces: FaceSet, size: int, grayscale: bool) -> torch.Tensor:
-    """Decode once: uint8 (N, C, size, size), C = 1 if grayscale else 3, so epochs only pay for augmentation."""
+def resize_all(faces: FaceSet, face: FaceInput) -> torch.Tensor:
+    """Decode once: uint8 (N, C, size, width) as `face` says, so epochs only pay for augmentation."""
     images = faces.images
-    if grayscale and images.ndim == 4:
+    if face.grayscale and images.ndim == 4:
         images = to_luma(images)
-    elif not grayscale and images.ndim == 3:
+    elif not face.grayscale and images.ndim == 3:
         images = np.repeat(images[..., None], 3, axis=3)
-    if images.shape[1] == size and images.shape[2] == size:
+    if images.shape[1:3] == (face.size, face.width):
         t = torch.from_numpy(np.ascontiguousarray(images))
         return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
-    return torch.stack([to_uint8_input(img, size) for img in images])
+    return torch.stack([face.to_uint8(img) for img in images])
 
 
-def evaluation_faces(faces: FaceSet, size: int, grayscale: bool) -> Faces:
+def evaluation_faces(faces: FaceSet, face: FaceInput) -> Faces:
     """The faces as evaluation (and Stage 3, and predict) see them: resized once, no augmentation."""
-    return Faces(resize_all(faces, size, grayscale), faces.expression, Preprocess())
+    return Faces(resize_all(faces, face), faces.expression, Preprocess(face))
 
 
 class Faces(Dataset):

@@ -12,10 +12,43 @@ from dicefer.data.images import resized
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
 AUGMENTATIONS = ("paper", "flip", "none")
-def to_uint8_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (H, W) or (H, W, 3) -> uint8 (C, size, size), resized exactly as the dataset cache resizes."""
-    t = torch.tensor(resized(image, size))  # a copy: the input may be a read-only view
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+SCALINGS = ("whiten", "centred")
+
+
+@dataclass(frozen=True)
+class FaceInput:
+    """What an encoder takes, declared by its backbone (models/backbones.py) and the run's data
+    settings: the face square as the dataset cache holds it (size x size), resized to size high and
+    `width` wide, luma or RGB, pixels scaled by `scaling`: 'whiten' (per-image zero mean and unit
+    variance, as in the paper) or 'centred' ((pixel - 127.5) / 128, as face-recognition networks
+    are trained). Training, evaluation, predict and an ONNX export all feed faces through this one
+    object, so they cannot drift apart."""
+
+    size: int
+    width: int
+    grayscale: bool
+    scaling: str = "whiten"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grayscale else 3
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.channels, self.size, self.width
+
+    def to_uint8(self, square: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W) or (H, W, 3) face -> uint8 (C, size, width): the cache's resize to the square,
+        then to the network's width."""
+        pixels = resized(square, self.size)
+        if self.width != self.size:
+            pixels = resized(pixels, self.size, self.width)
+        t = torch.tensor(pixels)  # a copy: the input may be a read-only view
+        return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """float pixels in [0, 1] -> the network's input."""
+        return whiten(x) if self.scaling == "whiten" else (x * 255.0 - 127.5) / 128.0
 
 
 def whiten(x: torch.Tensor) -> torch.Tensor:
@@ -37,9 +70,10 @@ def paper_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
 @dataclass(frozen=True)
 class Preprocess:
     """What every image goes through on its way to the network: the augmentation (data.augment:
-    'paper' rotation + flip, 'flip' only, or 'none' for evaluation and predict), then per-image
-    whitening as in the paper."""
+    'paper' rotation + flip, 'flip' only, or 'none' for evaluation and predict), then the backbone's
+    pixel scaling (FaceInput.scale)."""
 
+    face: FaceInput
     augment: str = "none"
 
     def __call__(self, x: torch.Tensor, rng: random.Random | None) -> torch.Tensor:
@@ -48,4 +82,4 @@ class Preprocess:
             x = paper_augment(x, rng)
         elif self.augment == "flip" and rng.random() < 0.5:
             x = F.horizontal_flip(x)
-        return whiten(x)
+        return self.face.scale(x)

@@ -20,6 +20,7 @@ from dicefer.evaluation.metrics import (
     mutual_information_gap,
 )
 from dicefer.evaluation.report import write_report
+from dicefer.models import build
 from dicefer.models.codes import encode_faces
 from dicefer.run import LoadedRun
 
@@ -41,7 +42,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
         raise RunError(f"the model predicts {', '.join(classes)} but {test_set.name} has {', '.join(test_set.classes)}")
 
     def codes_of(faces: FaceSet, module: str) -> np.ndarray:
-        return encode_faces(run[module], faces, cfg.data.size, cfg.data.grayscale)
+        return encode_faces(run[module], faces, build.face_input(cfg))
 
     def predictions(codes: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -107,8 +108,9 @@ def disentanglement(codes: dict[str, np.ndarray], expression: np.ndarray, identi
 
 def run_summary(run_dir: Path, cfg: TrainConfig) -> dict:
     """Config essentials, throughput per stage, and Stage 1's collapse diagnostics at its last epoch."""
-    summary: dict = {"input_size": cfg.data.size, "batch_size": cfg.batch_size, "mi_estimator": cfg.mi.estimator,
-                     "seed": cfg.seed}
+    face = build.face_input(cfg)
+    summary: dict = {"backbone": cfg.model.backbone, "input_size": cfg.data.size, "input_width": face.width,
+                     "scaling": face.scaling, "batch_size": cfg.batch_size, "mi_estimator": cfg.mi.estimator, "seed": cfg.seed}
     log = Path(run_dir) / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     for stage in ("stage1", "stage2", "stage3", "finetune", "supervised"):

@@ -1,5 +1,5 @@
 """The two ways to run a trained model on preprocessed faces: PyTorch from a run folder, or an
-ONNX export with onnxruntime. Both take whitened float32 (N, C, S, S) and give class
+ONNX export with onnxruntime. Both take float32 (N, C, H, W) faces as InputSpec makes them and give class
 probabilities and expression codes, so the recogniser does not care which one it holds."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch.fx.experimental.optimization import fuse
 
 from dicefer.errors import RunError, UserError
 from dicefer.inference.preprocess import InputSpec
+from dicefer.models import build
 from dicefer.run import LoadedRun
 
 INPUT, OUTPUTS = "input", ("probabilities", "expression_code")
@@ -38,7 +39,7 @@ class TorchBackend:
     def __init__(self, run: LoadedRun) -> None:
         if "classifier" not in run.modules or "expression" not in run.modules:
             raise RunError(f"{run.dir} has no trained classifier (stage '{run.stage}'): finish its training first")
-        self.spec = InputSpec(run.config.data.size, run.config.data.grayscale, run.classes)
+        self.spec = InputSpec(build.face_input(run.config), run.classes)
         self.model = fuse(ExpressionModel(run["expression"], run["classifier"]).eval())
         identity = run.modules.get("identity")
         self.identity_encoder = None if identity is None else fuse(identity.eval())

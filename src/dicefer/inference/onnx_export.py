@@ -1,8 +1,8 @@
 """`dicefer export`: expression encoder + classifier as one ONNX graph, checked against PyTorch.
 
-The graph takes whitened faces (N, C, S, S) with a dynamic batch axis and returns class
-probabilities and the expression code; how to make its input (size, channels, classes, the
-whitening) is recorded in the model's metadata, so serving needs the .onnx file alone.
+The graph takes faces (N, C, H, W) with a dynamic batch axis and returns class probabilities and
+the expression code; how to make its input (size, width, channels, classes, the pixel scaling of
+the run's backbone) is recorded in the model's metadata, so serving needs the .onnx file alone.
 Convolutions on maps of a few positions are written as matrix products (dense_convs.py).
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
     run = LoadedRun(Path(run_dir))
     backend = TorchBackend(run)
     spec = backend.spec
-    example = torch.zeros(1, spec.channels, spec.size, spec.size)
+    example = torch.zeros(1, *spec.face.shape)
     torch_model = copy.deepcopy(backend.model)  # the backend keeps its convolutions
     dense_convs = densify_small_maps(torch_model, example) if dense else 0
     buffer = io.BytesIO()
@@ -73,8 +73,7 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
 
 
 def max_difference(backend: TorchBackend, exported: OnnxBackend, n: int = 64) -> float:
-    """Largest absolute difference of probabilities on `n` random whitened faces."""
-    spec = backend.spec
-    x = torch.randn(n, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    """Largest absolute difference of probabilities on `n` random inputs."""
+    x = backend.spec.example(n, torch.Generator().manual_seed(0))
     return float(np.abs(backend(x)[0] - exported(x)[0]).max())
 

@@ -18,6 +18,7 @@ import torch
 from dicefer.data.registry import load_dataset
 from dicefer.data.torch_datasets import evaluation_faces
 from dicefer.errors import UserError
+from dicefer.models import build
 from dicefer.inference.backends import INPUT, OnnxBackend
 from dicefer.run import LoadedRun
 
@@ -39,7 +40,7 @@ def run_faces(run: LoadedRun, split: str, n: int, seed: int) -> tuple[np.ndarray
     cfg = run.config
     faces = load_dataset(cfg, progress=False)[0 if split == "train" else 1]
     keep = np.sort(np.random.default_rng(seed).permutation(len(faces.expression))[:n])
-    dataset = evaluation_faces(faces.subset(keep), cfg.data.size, cfg.data.grayscale)
+    dataset = evaluation_faces(faces.subset(keep), build.face_input(cfg))
     return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), faces.expression[keep]
 
 

@@ -8,18 +8,27 @@ from torch import nn
 
 from dicefer.config import TrainConfig
 from dicefer.data.base import CLASSES
+from dicefer.data.transforms import FaceInput
 from dicefer.errors import RunError
-from dicefer.models.encoders import Encoder
+from dicefer.models.backbones import BACKBONES
 from dicefer.models.heads import Classifier, ShuffleDiscriminator
 
 
-def input_channels(cfg: TrainConfig) -> int:
-    return 1 if cfg.data.grayscale else 3
+def face_input(cfg: TrainConfig) -> FaceInput:
+    """How faces reach the run's encoders: its backbone's declaration with the run's size and channels."""
+    backbone = BACKBONES[cfg.model.backbone]
+    return FaceInput(cfg.data.size, round(cfg.data.size * backbone.aspect), cfg.data.grayscale, backbone.scaling)
 
 
-def encoder(cfg: TrainConfig, init: str = "random") -> Encoder:
-    """E or I: a ResNet-18 with a code_dim code; `init` as model.init (training) or random (to load weights into)."""
-    return Encoder(cfg.model.code_dim, input_channels(cfg), init, cfg.model.maxpool)
+def encoder(cfg: TrainConfig, init: str = "random") -> nn.Module:
+    """E or I: the backbone with a code_dim code; `init` as model.init (training) or random (to load weights into).
+    forward returns (code, feature map); the class's feature_channels gives the map's channels."""
+    return BACKBONES[cfg.model.backbone].build(cfg.model.code_dim, face_input(cfg).channels, init, cfg.model.maxpool)
+
+
+def feature_channels(cfg: TrainConfig) -> int:
+    """Channels of the feature map the backbone gives the local MI critic."""
+    return BACKBONES[cfg.model.backbone].feature_channels
 
 
 def classifier(cfg: TrainConfig, num_classes: int) -> Classifier:

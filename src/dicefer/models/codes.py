@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dicefer.data.base import FaceSet
 from dicefer.data.torch_datasets import evaluation_faces
+from dicefer.data.transforms import FaceInput
 
 
 @torch.no_grad()
@@ -21,7 +22,6 @@ def encode(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256, devi
     return torch.cat(out).numpy()
 
 
-def encode_faces(model: torch.nn.Module, faces: FaceSet, size: int, grayscale: bool,
-                 device: torch.device | str = "cpu") -> np.ndarray:
+def encode_faces(model: torch.nn.Module, faces: FaceSet, face: FaceInput, device: torch.device | str = "cpu") -> np.ndarray:
     """`model`'s output for every face, fed as evaluation feeds them (resized once, no augmentation)."""
-    return encode(model, evaluation_faces(faces, size, grayscale), device=device)
+    return encode(model, evaluation_faces(faces, face), device=device)

@@ -1,9 +1,11 @@
-"""Starting weights for the ResNet-18 trunks: torchvision's ImageNet weights or a state dict file.
+"""Starting weights for the encoders' trunks: torchvision's ImageNet weights or a state dict file.
 
 FER repositories ship face-recognition ResNet-18s as .pth / .pth.tar (often nested under
-'state_dict' or 'model', keys prefixed 'module.') or .safetensors. Files are read with
-torch.load(weights_only=True) or safetensors, so loading never runs code from a pickle. The
-classifier head (fc.*) is dropped; everything else must match, except BatchNorm's step counters.
+'state_dict' or 'model', keys prefixed 'module.') or .safetensors; MobileFaceNet checkpoints nest
+theirs under 'net_state_dict'. Files are read with torch.load(weights_only=True) or safetensors,
+so loading never runs code from a pickle. What a file holds beyond the trunk (ResNet-18's
+classifier fc.*, MobileFaceNet's embedding linear7.* / linear1.*) is dropped; everything else must
+match in name and shape, except BatchNorm's step counters.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import pickle
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,8 +24,7 @@ from torchvision.models import ResNet18_Weights
 
 from dicefer.errors import UserError
 
-HEAD = "fc."
-NESTING = ("state_dict", "model")
+NESTING = ("state_dict", "model", "net_state_dict")
 OPTIONAL = ".num_batches_tracked"
 log = logging.getLogger("dicefer")
 
@@ -68,15 +70,30 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a ResNet-18 state dict into torchvision's `net` (whose conv1 may take 1 channel), strictly
-    except for the classifier head and BatchNorm's step counters; logs how many tensors matched."""
-    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD)}
-    head = [k for k in state if k.startswith(HEAD)]
-    state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
-    first = state.get("conv1.weight")
-    if first is not None and first.ndim == 4:
-        state["conv1.weight"] = adapt_first_conv(first, expected["conv1.weight"].shape[1])
+@dataclass(frozen=True)
+class Layout:
+    """How a backbone's weights files are laid out: which tensor is the first convolution (adapted
+    to the input's channels), what a file holds beyond the trunk (dropped), what the network holds
+    that no file provides (its own head, left as initialised)."""
+
+    name: str
+    first_conv: str
+    file_only: tuple[str, ...] = ()
+    net_only: tuple[str, ...] = ()
+
+
+RESNET18 = Layout("ResNet-18", "conv1.weight", file_only=("fc.",), net_only=("fc.",))
+
+
+def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str, layout: Layout = RESNET18) -> None:
+    """Load a state dict into `net` (whose first convolution may take 1 channel), strictly except
+    for what `layout` names and BatchNorm's step counters; logs how many tensors matched."""
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(layout.net_only)}
+    dropped = [k for k in state if k.startswith(layout.file_only)]
+    state = {k: v for k, v in state.items() if not k.startswith(layout.file_only)}
+    first = state.get(layout.first_conv)
+    if first is not None and first.ndim == 4 and layout.first_conv in expected:
+        state[layout.first_conv] = adapt_first_conv(first, expected[layout.first_conv].shape[1])
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL)]
@@ -85,15 +102,16 @@ def load_trunk(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> N
                 (("wrong shapes in", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]
     matched = sum(k in state and state[k].shape == v.shape for k, v in expected.items())
     if problems:
-        raise InitError(f"{source} is not a ResNet-18 state dict ({'; '.join(problems)}); {matched} of {len(expected)} "
-                        "ResNet-18 tensors matched in name and shape")
-    net.load_state_dict(state, strict=False)  # strict but for the head and BatchNorm step counters, checked above
-    log.info("init %s: loaded %d of %d ResNet-18 tensors; ignored the classifier head (%d tensors)", source, matched,
-             len(expected), len(head))
+        raise InitError(f"{source} is not a {layout.name} state dict ({'; '.join(problems)}); {matched} of {len(expected)} "
+                        f"{layout.name} tensors matched in name and shape")
+    net.load_state_dict(state, strict=False)  # strict but for the layout's exceptions and BatchNorm step counters, checked above
+    log.info("init %s: loaded %d of %d %s tensors; ignored %d tensors beyond the trunk (%s)", source, matched,
+             len(expected), layout.name, len(dropped), ", ".join(layout.file_only) or "none")
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """RGB filters for gray input (or back): the channel sum spread evenly keeps the response to a gray image."""
+    """RGB filters for gray input (or back). For gray input each filter becomes the sum of its R, G and B
+    filters: exactly what the network computes on a gray image given as R = G = B."""
     if weight.shape[1] == in_channels:
         return weight
     return weight.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels

@@ -8,8 +8,8 @@ import torch
 from dicefer.config import TrainConfig
 from dicefer.data.base import FaceSet
 from dicefer.data.torch_datasets import evaluation_faces
+from dicefer.models import build
 from dicefer.models.codes import encode
-from dicefer.models.encoders import Encoder
 
 
 class EvalMonitor:
@@ -18,10 +18,10 @@ class EvalMonitor:
     one; it never chooses a model."""
 
     def __init__(self, faces: FaceSet, cfg: TrainConfig, device: torch.device) -> None:
-        self.faces = evaluation_faces(faces, cfg.data.size, cfg.data.grayscale)
+        self.faces = evaluation_faces(faces, build.face_input(cfg))
         self.device = device
 
-    def __call__(self, encoder: Encoder, head: torch.nn.Module) -> dict[str, float]:
+    def __call__(self, encoder: torch.nn.Module, head: torch.nn.Module) -> dict[str, float]:
         with torch.random.fork_rng(devices=[]):
             logits = encode(torch.nn.Sequential(_FirstOutput(encoder), head), self.faces, device=self.device)
         correct = logits.argmax(1) == self.faces.labels.numpy()
@@ -31,7 +31,7 @@ class EvalMonitor:
 class _FirstOutput(torch.nn.Module):
     """An encoder's code without its feature map."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dicefer.config import TrainConfig
-from dicefer.models.encoders import Encoder
+from dicefer.models import build
 from dicefer.models.heads import Classifier, ShuffleDiscriminator
 from dicefer.models.mi import CodeCritic, GlobalCritic, LocalCritic, MIEstimator
 
@@ -36,7 +36,7 @@ class MITerm(nn.Module):
     @classmethod
     def from_config(cls, cfg: TrainConfig, code_dim: int, global_critic: str) -> MITerm:
         """The MI term of a stage whose codes have `code_dim` dimensions, with the run's MI settings."""
-        return cls(Encoder.feature_channels, code_dim, cfg.mi.estimator, cfg.mi.mu, cfg.mi.nu, global_critic)
+        return cls(build.feature_channels(cfg), code_dim, cfg.mi.estimator, cfg.mi.mu, cfg.mi.nu, global_critic)
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor, joint_mask: torch.Tensor | None = None,
                 marginal_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,7 +66,7 @@ class Stage1:
     pairs, and using them directly keeps the code from collapsing and sharpens it from step one.
     """
 
-    encoder: Encoder
+    encoder: nn.Module
     mi: MITerm
     delta: float
     positives: str = "batch"
@@ -170,8 +170,8 @@ class Stage2:
     (E, I shuffled within the batch); the identity encoder is trained to fool it.
     """
 
-    expression: Encoder
-    identity: Encoder
+    expression: nn.Module
+    identity: nn.Module
     mi: MITerm
     disc: ShuffleDiscriminator
     zeta_adv: float
@@ -206,7 +206,7 @@ def adversary_log_likelihood(joint_logits: torch.Tensor, shuffled_logits: torch.
     return F.logsigmoid(joint_logits).mean() + F.logsigmoid(-shuffled_logits).mean()
 
 
-def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor,
+def finetune_step(encoder: nn.Module, classifier: Classifier, x_m: torch.Tensor, x_n: torch.Tensor, y: torch.Tensor,
                   delta: float, l1_scale: str) -> tuple[torch.Tensor, dict[str, float]]:
     """Fine-tuning E with the classifier on same-expression pairs (not in the paper): cross-entropy,
     plus delta x the Stage 1 L1 between pair codes, which holds identity out of E while the
@@ -222,7 +222,7 @@ def finetune_step(encoder: Encoder, classifier: Classifier, x_m: torch.Tensor, x
                   "accuracy": float((logits.argmax(1) == labels).float().mean())}
 
 
-def supervised_step(encoder: Encoder, classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def supervised_step(encoder: nn.Module, classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """The plain baseline: the same ResNet-18 and classifier trained end to end with cross-entropy."""
     logits = classifier(encoder(x)[0])
     loss = F.cross_entropy(logits, y)

@@ -31,7 +31,6 @@ from dicefer.data.transforms import Preprocess
 from dicefer.errors import RunError
 from dicefer.models import build
 from dicefer.models.codes import encode_faces
-from dicefer.models.encoders import Encoder
 from dicefer.run import CHECKPOINT, EXEMPLARS, METRICS, MODEL, save_config, save_model
 from dicefer.training import distributed
 from dicefer.training.accelerator import Accelerator, adam
@@ -100,7 +99,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
         """How a stage calls a module it trains: through DDP when there are several ranks."""
         return distributed.wrap(module, proc)
 
-    def trained_encoder(module: Encoder) -> torch.nn.Module:
+    def trained_encoder(module: torch.nn.Module) -> torch.nn.Module:
         return accel.compiled(ddp(module))
 
     def save(modules: dict[str, torch.nn.Module], stage: str) -> None:
@@ -108,14 +107,15 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
             save_model(out / MODEL, modules, cfg, stage, train_set.classes, exemplars)
 
     # ---------------- data ----------------
-    images = resize_all(train_set, cfg.data.size, cfg.data.grayscale)
+    face = build.face_input(cfg)
+    images = resize_all(train_set, face)
     # A few training faces as they were fed, so that predict can frame detections like them; drawn
     # with their own generator, so that training draws the same random numbers with or without them.
     exemplars = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:EXEMPLARS]]
-    augment = Preprocess(cfg.data.augment)
+    augment = Preprocess(face, cfg.data.augment)
     monitor = EvalMonitor(test_set, cfg, device) if cfg.monitor and proc.is_main else None
 
-    def scored(encoder: Encoder, head: torch.nn.Module):
+    def scored(encoder: torch.nn.Module, head: torch.nn.Module):
         """What a stage's epochs add to metrics.jsonl with `monitor` on: val accuracy through `head`."""
         return (lambda: monitor(encoder, head)) if monitor else None
     data_seed = cfg.seed + proc.rank  # each rank draws its own augmentations
@@ -132,7 +132,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
         order = torch.Generator().manual_seed(seed)
         return loader(dataset, RandomSampler(dataset, generator=order), batch_size, drop_last, order)
 
-    def encoder() -> Encoder:
+    def encoder() -> torch.nn.Module:
         return accel.module(build.encoder(cfg, cfg.model.init))
 
     classifier = build.classifier(cfg, len(train_set.classes)).to(device)
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     enc_i.eval()
 
     # ---------------- Stage 3: classifier on the frozen expression code ----------------
-    codes = torch.from_numpy(encode_faces(enc_e, train_set, cfg.data.size, cfg.data.grayscale, device))
+    codes = torch.from_numpy(encode_faces(enc_e, train_set, face, device))
     classifier.fit_standardisation(codes)
     opt3 = adam(classifier.parameters(), lr=cfg.stage3.lr)
     code_loader = shuffled(TensorDataset(codes, torch.as_tensor(train_set.expression)), STAGE3_BATCH,
