@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(report.md, report.json, confusion matrices, embedding plot).")
     e.add_argument("--run", type=Path, required=True, metavar="DIR", help="a run folder written by `dicefer train`")
     e.add_argument("--data", metavar="SPEC", help="evaluate on another dataset than the one trained on")
+    e.add_argument("--identity-reference", type=Path, metavar="PATH", help="a face-recognition MobileFaceNet checkpoint: "
+                   "the report reads how much of its embedding each code predicts (identity on data without identity "
+                   "labels; the run's identity_reference setting otherwise)")
     add_predict_parser(sub)
     add_export_parser(sub)
     return parser
@@ -170,7 +173,9 @@ def resumed_config(args: argparse.Namespace, hardware: list[str]):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dicefer.evaluation.evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.data)
+    if args.identity_reference is not None and not args.identity_reference.is_file():
+        raise UserError(f"--identity-reference {args.identity_reference}: no such file")
+    report = evaluate_run(args.run, args.data, identity_reference=args.identity_reference)
     print_summary(report, args.run)
     return 0
 
@@ -239,6 +244,8 @@ def print_summary(report: dict, run: Path) -> None:
           f"MIG {fmt(d['mig'])}  identity probe E {fmt(d['identity_probe_accuracy_E'])} "
           f"I {fmt(d['identity_probe_accuracy_I'])}, whitened E {fmt(d.get('identity_probe_whitened_E'))} "
           f"I {fmt(d.get('identity_probe_whitened_I'))} (chance {fmt(d['chance_identity'])})")
+    if d.get("identity_r2"):
+        print("identity R^2 (of a face-recognition embedding) " + ", ".join(f"{k} {v:.3f}" for k, v in d["identity_r2"].items()))
     print(f"report: {run / 'report' / 'report.md'}")
 
 

@@ -98,6 +98,7 @@ class TrainConfig:
     threads: int = 0                    # torch CPU threads; 0 = PyTorch's default
     checkpoint_steps: int = 0           # also checkpoint every N steps within an epoch; 0 = after every epoch only
     monitor: bool = False               # score the evaluation split after every epoch (metrics.jsonl); training is unchanged
+    identity_reference: str | None = None  # PATH of a face-recognition MobileFaceNet: the report reads how much of its embedding each code predicts
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mi: MIConfig = field(default_factory=MIConfig)
@@ -239,6 +240,8 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
     # Checked here, not in validate: a saved run stays loadable after its init file has moved.
     if cfg.model.init not in ("random", "imagenet") and not Path(cfg.model.init).expanduser().is_file():
         raise ConfigError(f"model.init={cfg.model.init!r} is neither random, imagenet nor an existing weights file")
+    if cfg.identity_reference is not None and not Path(cfg.identity_reference).expanduser().is_file():
+        raise ConfigError(f"identity_reference={cfg.identity_reference!r} is not an existing weights file")
     return cfg
 
 

@@ -13,6 +13,7 @@ from dicefer.data.base import CONTEMPT, FaceSet
 from dicefer.data.registry import load_dataset
 from dicefer.data.spec import DataSpec
 from dicefer.errors import RunError
+from dicefer.evaluation.identity import identity_reading, reference_embeddings
 from dicefer.evaluation.metrics import (
     classification_metrics,
     group_mutual_information_gap,
@@ -27,7 +28,8 @@ from dicefer.run import LoadedRun
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
 
-def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[FaceSet, FaceSet] | None = None) -> dict:
+def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[FaceSet, FaceSet] | None = None,
+                 identity_reference: Path | None = None) -> dict:
     """Score the run (on `data_spec` if given, else the dataset it trained on) and write RUN/report/.
     `splits`: (train, test) as training loaded them, so that they are read (and warned about) once."""
     run = LoadedRun(run_dir)
@@ -53,6 +55,9 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
     codes = {"E": e_test}
     if "identity" in run.modules:
         codes["I"] = codes_of(test_set, "identity")
+    reference = identity_reference or cfg.identity_reference
+    reading = (identity_reading(codes, reference_embeddings(Path(reference), test_set), test_set.expression, cfg.seed)
+               if reference else {"identity_r2": None, "face_embedding_r2": None})
     report = {
         "dataset": str(cfg.data.spec),
         "method": cfg.method,
@@ -60,7 +65,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
         "test": classification_metrics(test_set.expression, predicted, classes),
         "train": classification_metrics(train_set.expression, predictions(e_train), classes),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed,
-                                           np.eye(len(classes))[predicted]),
+                                           np.eye(len(classes))[predicted]) | reading,
         "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg)},
     }
     write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,

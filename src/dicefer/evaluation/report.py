@@ -133,7 +133,15 @@ def _disentanglement(d: dict) -> list[str]:
         ["Identity probe on the predicted expression alone (what the mistakes carry)", d.get("identity_probe_predictions")],
         ["Chance (most frequent identity)", d.get("chance_identity")],
     ]
+    for name, value in (d.get("identity_r2") or {}).items():
+        rows.append([f"Identity R^2 of {name}: the face-recognition embedding it predicts, expression removed", value])
+    for name, value in (d.get("face_embedding_r2") or {}).items():
+        rows.append([f"Face-embedding R^2 of {name} (expression not removed)", value])
     lines = _table(["Metric", "Value"], rows)
+    if d.get("identity_r2"):
+        lines += ["", ("Identity R^2 (`identity_reference`): a ridge map from the code, fitted on half of the evaluated "
+                       "faces, predicts a face-recognition network's embedding of the other half, after the embedding's "
+                       "mean per expression is removed; 0: the code predicts none of it, 1: all of it (README).")]
     if d.get("identity_probe_fits"):
         lines += ["", (f"Each probe reading is the mean of {d['identity_probe_fits']} fits, each trained on one half of "
                        "every test identity's images and tested on the other; ± is the standard deviation of one fit. "

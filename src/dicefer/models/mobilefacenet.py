@@ -72,9 +72,12 @@ class MobileFaceNetEncoder(nn.Module):
         self.head = nn.Linear(512, code_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        local = self.blocks[:LOCAL_BLOCKS](self.dw_conv1(self.conv1(x)))
-        pooled = self.conv2(self.blocks[LOCAL_BLOCKS:](local)).mean(dim=(2, 3))
-        return self.head(pooled), local
+        x = self.dw_conv1(self.conv1(x))
+        for i, block in enumerate(self.blocks):  # not slices of it: torch.fx (the inference backend's fuse) traces this
+            x = block(x)
+            if i == LOCAL_BLOCKS - 1:
+                local = x
+        return self.head(self.conv2(x).mean(dim=(2, 3))), local
 
 
 class MobileFaceNet(nn.Module):
