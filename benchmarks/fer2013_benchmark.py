@@ -44,7 +44,7 @@ CASIA = ROOT.parent / "shared" / "models" / "mobilefacenet_casia_webface.ckpt"  
 # baseline epoch (64 images a step) are both len(train) / 64 steps, so Stage 1 8 epochs + Stage 2 1
 # match the baseline's 9 (face-cpu: 4 + 1 against 5). "supervised-2x" gives the baseline twice that,
 # past the budget, to show what more steps buy it. Each method: (label, arguments, its baseline).
-FACE = ["--init", str(CASIA)]
+FACE = ["--init", str(CASIA)]  # the face family's runs also read identity through the same network (README)
 METHODS = {
     "real-cpu": ("DICE-FER, `real-cpu` preset", ["--preset", "real-cpu"], "supervised"),
     "supervised": ("supervised baseline", ["--preset", "real-cpu", "--set", "method=supervised"], None),
@@ -69,6 +69,7 @@ def train_side_by_side(args, jobs: list[tuple[str, int]]) -> None:
     for key in jobs:
         method, seed = key
         common = [f"data.spec=fer2013:{args.data}", "data.eval_split=val", "threads=1", f"seed={seed}", "monitor=true"]
+        common += [f"identity_reference={CASIA}"] if family(method) == "face" else []
         runs[key] = args.out / f"{stamp}-{method}-seed{seed}"
         command = [sys.executable, "-m", "dicefer", "train", "--quiet", "--out", str(runs[key]), *METHODS[method][1]]
         command += common if "--set" in command else ["--set", *common]
@@ -101,9 +102,24 @@ def run_record(run: Path, key: str, seed: int, started: float, finished: float) 
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "train_accuracy": report["train"]["accuracy"],
         "recall": {c: test["per_class"][c]["recall"] for c in report["classes"]},
         "mig": report.get("disentanglement", {}).get("mig"), "mig_group": report.get("disentanglement", {}).get("mig_group"),
+        "identity_r2": report.get("disentanglement", {}).get("identity_r2"), "run": run.name,
         "curve": curve, "machine": machine(cfg), "config": {k: cfg[k] for k in ("lr_schedule", "batch_size", "seed")}
         | {"stage1": cfg["stage1"], "stage2": cfg["stage2"], "mi": cfg["mi"], "supervised": cfg["supervised"]},
     }
+
+
+def add_identity(reference: Path, out: Path) -> None:
+    """Fill in the identity reading of stored records that lack it, from their run folders (evaluated again)."""
+    from dicefer.evaluation.evaluate import evaluate_run
+
+    for path in sorted(RUNS.glob("face-*.json")):
+        record = json.loads(path.read_text())
+        folders = sorted(out.glob(f"*-{record['method']}-seed{record['seed']}"))
+        if record.get("identity_r2") or not folders:
+            continue
+        report = evaluate_run(folders[-1], identity_reference=reference)
+        record["identity_r2"] = report["disentanglement"]["identity_r2"]
+        path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def code_version() -> str:
@@ -262,6 +278,8 @@ def main() -> int:
     parser.add_argument("--runs", help="side by side instead of --seed/--methods: METHOD:SEED,... (e.g. supervised:0,real-cpu:1)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fer2013-benchmark", help="where the run folders go")
     parser.add_argument("--report-only", action="store_true", help="pool the stored runs without training")
+    parser.add_argument("--add-identity", action="store_true",
+                        help="evaluate again the stored face-start runs that lack the identity reading, then pool")
     args = parser.parse_args()
     args.methods = args.methods.split(",")
     try:
@@ -271,7 +289,9 @@ def main() -> int:
         parser.error(f"--runs {args.runs}: expected METHOD:SEED,... such as supervised:0,real-cpu:1")
     if unknown := {m for m, _ in jobs} - set(METHODS):
         parser.error(f"unknown methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
-    if not args.report_only:
+    if args.add_identity:
+        add_identity(CASIA, args.out)
+    elif not args.report_only:
         if not (args.data / "train").is_dir():
             print(f"FER2013 not found at {args.data} (expected train/<class>/*.jpg): skipping", file=sys.stderr)
             return 0

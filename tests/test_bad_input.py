@@ -149,7 +149,7 @@ def test_non_image_files_are_ignored_with_a_warning(tmp_path, caplog):
     (root / "train" / "happy" / "notes.txt").write_text("labelled by A.")
     (root / "train" / "happy" / ".DS_Store").write_bytes(b"\0\1")
     train, _ = load(f"folder:{root}", tmp_path)
-    assert len(train) == 2 and "ignored 1 files that are not images, e.g." in caplog.text and "notes.txt" in caplog.text
+    assert len(train) == 2 and "ignored 1 entries that are not image files" in caplog.text and "notes.txt" in caplog.text
 
 
 def test_odd_image_modes_are_converted_not_rejected(tmp_path):

@@ -4,12 +4,14 @@ process does not leave behind), a refused start leaves nothing, a corrupt checkp
 to the one before it."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,13 +101,15 @@ def test_a_refused_start_leaves_no_folder(tmp_path, capsys, argv):
         assert main(["train", "--preset", "smoke", "--out", str(out), "--quiet", *TINY]) == 0
 
 
-def test_a_corrupt_checkpoint_falls_back_to_the_one_before(tmp_path):
+def test_a_corrupt_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     for step in (1, 2):
         save_checkpoint(tmp_path / "checkpoint.safetensors", {"step": step, "w": torch.full((3,), float(step))})
     assert load_latest_checkpoint(tmp_path)["step"] == 2
     (tmp_path / "checkpoint.safetensors").write_bytes(b"\0" * 100)  # a torn write, a bad disk block
-    with pytest.warns(UserWarning, match="resuming from checkpoint.prev.safetensors"):
+    with caplog.at_level(logging.WARNING, logger="dicefer"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a logged line, not a Python warning with its source file and line
         record = load_latest_checkpoint(tmp_path)
+    assert "resuming from checkpoint.prev.safetensors" in caplog.text
     assert record["step"] == 1 and torch.equal(record["w"], torch.ones(3))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dicefer.config import PRESETS, build_config
 from dicefer.errors import ConfigError, UserError
+from dicefer.paths import output_file, output_folder
 
 EPILOG = """examples:
   dicefer train                                  # the demo preset on the embedded synthetic faces (CPU)
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--identity-reference", type=Path, metavar="PATH", help="a face-recognition MobileFaceNet checkpoint: "
                    "the report reads how much of its embedding each code predicts (identity on data without identity "
                    "labels; the run's identity_reference setting otherwise)")
+    e.add_argument("--split", choices=("auto", "val", "test"), help="the split to score: test (auto: test where the "
+                   "dataset has one, else val) or val; the run's data.eval_split otherwise")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data setting for reading the dataset: data.strict, data.fold, data.folds, data.peak_frames, "
+                   "data.aligned, data.face_box (repeatable)")
     add_predict_parser(sub)
     add_export_parser(sub)
     return parser
@@ -175,22 +181,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.identity_reference is not None and not args.identity_reference.is_file():
         raise UserError(f"--identity-reference {args.identity_reference}: no such file")
-    report = evaluate_run(args.run, args.data, identity_reference=args.identity_reference)
+    settings = [*args.overrides, *[f"data.eval_split={args.split}"] * bool(args.split)]
+    report = evaluate_run(args.run, args.data, identity_reference=args.identity_reference, data_settings=settings)
     print_summary(report, args.run)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from dicefer.inference import ExpressionRecognizer
-    from dicefer.inference.outputs import Annotator, open_sink
+    from dicefer.inference.outputs import Annotator, open_sink, written_by_predict
     from dicefer.inference.predict import predict_inputs
 
     if args.every < 1:
         raise UserError("--every must be at least 1")
-    if args.out is not None and args.out.is_dir():
-        raise UserError(f"--out {args.out} is a folder; give a file to write, such as {args.out / 'predictions.jsonl'}")
-    if args.out is not None and not args.out.parent.is_dir():
-        raise UserError(f"--out {args.out}: the folder {args.out.parent} does not exist; create it first")
+    if args.out is not None:
+        output_file(args.out, "--out", written_by_predict)
+    if args.annotate is not None:
+        output_folder(args.annotate, "--annotate")
     options = {"detector": args.detector, "detector_model": args.detector_model, "margin": args.margin}
     recognizer = (ExpressionRecognizer.from_run(args.run, **options) if args.run
                   else ExpressionRecognizer.from_onnx(args.onnx, **options))
@@ -213,7 +220,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dicefer.inference.onnx_export import export_onnx
+    from dicefer.inference.onnx_export import export_onnx, written_by_export
+
+    output_file(args.out, "--out", written_by_export)
 
     if not args.int8:
         difference = export_onnx(args.run, args.out, dense=not args.keep_convs)
@@ -226,7 +235,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dicefer.inference.quantize import quantize_int8
     from dicefer.run import LoadedRun
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent) as tmp:
         float_model = Path(tmp) / "float.onnx"
         export_onnx(args.run, float_model, dense=False)

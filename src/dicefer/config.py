@@ -15,6 +15,10 @@ import yaml
 
 from dicefer.data.spec import DataSpec
 from dicefer.errors import ConfigError
+from dicefer.paths import shown
+
+MAX_SIZE = 1024  # data.size: no face network here takes more
+MEMORY_LIMIT = 8 * 2**30  # bytes of rendered synthetic faces (uint8) a config may ask for
 
 
 @dataclass
@@ -129,13 +133,13 @@ PRESETS: dict[str, dict[str, Any]] = _read_presets()
 def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
     """Return a copy of dataclass `obj` with nested `updates` applied, type-checked."""
     if not isinstance(updates, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {updates!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {shown(updates)}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in updates.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
-            raise ConfigError(f"unknown config key '{path}'; valid keys here: {', '.join(fields)}")
+            raise ConfigError(f"unknown config key {shown(path)}; valid keys here: {', '.join(fields)}")
         current = getattr(obj, key)
         if isinstance(current, DataSpec):
             changes[key] = value if isinstance(value, DataSpec) else DataSpec.parse(_coerce("", value, path))
@@ -163,16 +167,16 @@ def _coerce(current: Any, value: Any, path: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        raise ConfigError(f"{path}: expected true or false, got {shown(value)}")
     if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{path}: expected a finite number, got {shown(value)}")
         if kind is int and float(value) != int(value):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {shown(value)}")
         return kind(value)
     if kind is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{path}: expected {kind.__name__}, got {value!r}")
+    raise ConfigError(f"{path}: expected {kind.__name__}, got {shown(value)}")
 
 
 def _parse_override(text: str) -> dict[str, Any]:
@@ -181,9 +185,10 @@ def _parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override '{text}' is not of the form key=value (for example stage1.epochs=3)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        # data.spec is text as given: 'fer2013:' would read as a YAML mapping
+        value = raw if key.strip() == "data.spec" else yaml.load(raw, Loader=_UniqueKeyLoader) if raw else ""
     except yaml.YAMLError:
-        value = raw  # not YAML (an unclosed bracket): the text itself, checked against the setting's type
+        value = raw  # not YAML (an unclosed bracket, an alias): the text itself, checked against the setting's type
     if isinstance(value, str) and _looks_numeric(raw):
         value = float(raw)
     nested: dict[str, Any] = value
@@ -201,7 +206,15 @@ def _looks_numeric(raw: str) -> bool:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins'."""
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins', and
+    aliases (*name) are refused: no setting needs them, and nested ones expand exponentially."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases such as *{shown(event.anchor)[1:-1]} are not accepted "
+                                              "in a config; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -225,6 +238,10 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
             loaded = yaml.load(Path(file).read_text(), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {file} is a folder; give a YAML file (such as RUN/config.yaml)") from None
+        except PermissionError:
+            raise ConfigError(f"config file {file} cannot be read (permission denied)") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {file} is not UTF-8 text") from None
         except yaml.YAMLError as err:
@@ -234,14 +251,20 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
             validate(cfg)
         except ConfigError as err:
             raise ConfigError(f"config file {file}: {err}") from None
-    for text in overrides:
-        cfg = _merge(cfg, _parse_override(text), "")
-    validate(cfg)
+    cfg = apply_overrides(cfg, overrides)
     # Checked here, not in validate: a saved run stays loadable after its init file has moved.
     if cfg.model.init not in ("random", "imagenet") and not Path(cfg.model.init).expanduser().is_file():
         raise ConfigError(f"model.init={cfg.model.init!r} is neither random, imagenet nor an existing weights file")
     if cfg.identity_reference is not None and not Path(cfg.identity_reference).expanduser().is_file():
         raise ConfigError(f"identity_reference={cfg.identity_reference!r} is not an existing weights file")
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """`cfg` with KEY=VALUE overrides applied, validated."""
+    for text in overrides:
+        cfg = _merge(cfg, _parse_override(text), "")
+    validate(cfg)
     return cfg
 
 
@@ -261,7 +284,7 @@ def validate(cfg: TrainConfig) -> None:
     }
     for name, (value, valid) in choices.items():
         if value not in valid:
-            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(valid)}")
+            raise ConfigError(f"{name}={shown(value)} is not one of: {', '.join(valid)}")
     rates = {"stage1.lr": cfg.stage1.lr, "stage2.lr": cfg.stage2.lr, "stage2.disc_lr": cfg.stage2.disc_lr,
              "stage3.lr": cfg.stage3.lr}
     for name, rate in rates.items():
@@ -280,8 +303,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("checkpoint_steps must be 0 (after every epoch only) or a positive number of steps")
     if cfg.batch_size < 2:
         raise ConfigError("batch_size must be at least 2: the MI estimators contrast items within a batch")
-    if cfg.data.size < 32:
-        raise ConfigError("data.size must be at least 32 pixels")
+    if not 32 <= cfg.data.size <= MAX_SIZE:
+        raise ConfigError(f"data.size={cfg.data.size}: must be 32 to {MAX_SIZE} pixels")
+    if cfg.data.spec.name == "synthetic":
+        _validate_synthetic(cfg.data)
     if cfg.data.folds < 2 or not 1 <= cfg.data.fold <= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} of data.folds={cfg.data.folds}: need folds >= 2 and 1 <= fold <= folds")
     if cfg.stage3.finetune_epochs < 0:
@@ -296,6 +321,24 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model.init == "imagenet" and cfg.model.backbone != "resnet18":
         raise ConfigError(f"model.init=imagenet: there are ImageNet weights for resnet18 only, not {cfg.model.backbone}; "
                           "give a face-recognition checkpoint (--init PATH) or --init random")
+
+
+def _validate_synthetic(data: DataConfig) -> None:
+    """What the synthetic benchmark needs, checked before anything is rendered or trained: the
+    identity probes need two people in the test split and two images of each."""
+    for name, low in (("train_identities", 1), ("test_identities", 2), ("images_per_identity", 2)):
+        if getattr(data, name) < low:
+            raise ConfigError(f"data.{name}={getattr(data, name)}: must be at least {low}"
+                              + (" (the identity probes need it)" if low == 2 else ""))
+    if not 0.0 <= data.min_intensity <= 1.0:
+        raise ConfigError(f"data.min_intensity={data.min_intensity}: must be between 0 and 1")
+    images = (data.train_identities + data.test_identities) * data.images_per_identity
+    needed = images * data.size ** 2 * (1 if data.grayscale else 3)
+    if needed > MEMORY_LIMIT:
+        raise ConfigError(f"data.size={data.size}, data.train_identities={data.train_identities}, data.test_identities="
+                          f"{data.test_identities} and data.images_per_identity={data.images_per_identity} ask for "
+                          f"{needed / 2**30:.1f} GiB of synthetic faces ({images} images); at most "
+                          f"{MEMORY_LIMIT // 2**30} GiB: lower data.size or the counts")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

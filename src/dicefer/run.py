@@ -6,6 +6,7 @@ JSON + YAML, so loading a run folder from someone else can never execute code.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
@@ -27,23 +29,39 @@ CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", 
                                                 "checkpoint.safetensors", "checkpoint.prev.safetensors")
 REPORT = "report"
 REPORT_FILES = ("report.json", "report.md", "confusion_*.png", "embedding.png", "training_curves.png")
+REPORT_TITLE = "# DICE-FER evaluation:"  # report.md's first line
+FIGURE_MARK = ("Software", "dicefer report")  # a PNG text chunk in every figure of a report
+CONFIG_MARK = "# dicefer train: the resolved config of this run (dicefer train --resume reads it)"
 PARTIAL = (".model.safetensors.*", ".checkpoint.safetensors.*")  # atomic_write's temporary files
 EXEMPLARS, EXEMPLARS_KEY = 64, "framing.exemplars"  # uint8 (N, C, S, S) training faces, for inference/framing.py
 
 
 def written_by_a_run(path: Path) -> bool:
-    """Whether `path` (one of a run's file names) holds what a run writes there, not a user's file."""
+    """Whether `path` (one of a run's file names, its report's included) holds what a run writes
+    there, not a user's file: decided by content, each file type by its own mark."""
     try:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                return image.format == "PNG" and image.text.get(FIGURE_MARK[0]) == FIGURE_MARK[1]
+        if path.name == "report.md":
+            return path.read_text().startswith(REPORT_TITLE)
+        if path.name == "report.json":
+            report = json.loads(path.read_text())
+            return isinstance(report, dict) and {"dataset", "method", "classes", "disentanglement"} <= set(report)
         if path.name == CONFIG:
-            cfg = yaml.safe_load(path.read_text())
-            return isinstance(cfg, dict) and {"method", "data", "stage1"} <= set(cfg)
+            text = path.read_text()
+            cfg = yaml.safe_load(text)
+            # runs written before the mark hold every section of the config and nothing else
+            full = {f.name for f in dataclasses.fields(TrainConfig)}
+            return isinstance(cfg, dict) and (text.startswith(CONFIG_MARK) or set(cfg) == full - {"identity_reference"}
+                                              or set(cfg) == full)
         if path.name == METRICS:
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             return all(isinstance(r, dict) and "stage" in r for r in rows)
         with safe_open(str(path), framework="pt") as f:  # the weights and checkpoints: dicefer's metadata
             meta = f.metadata() or {}
         return "config" in meta or meta.get("format", "").startswith("dicefer-checkpoint")
-    except (OSError, ValueError, yaml.YAMLError, SafetensorError):
+    except (OSError, ValueError, yaml.YAMLError, SafetensorError, UnidentifiedImageError):
         return False
 
 
@@ -77,7 +95,7 @@ def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stag
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     """RUN/config.yaml: the resolved config, for people to read and for --resume."""
-    (Path(run_dir) / CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    (Path(run_dir) / CONFIG).write_text(f"{CONFIG_MARK}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 class LoadedRun:

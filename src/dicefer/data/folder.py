@@ -57,5 +57,6 @@ def listing_of(folders: dict[str, Path], name: str, classes: tuple[str, ...]) ->
         sources += [str(p) for p in images]
         labels += [classes.index(cls)] * len(images)
     if ignored:
-        log.warning("%s: ignored %d files that are not images, e.g. %s", name, len(ignored), ignored[0])
+        log.warning("%s: ignored %d entries that are not image files (other files, folders, broken links), e.g. %s",
+                    name, len(ignored), ignored[0])
     return Listing(name, sources, labels, None, classes)

@@ -53,7 +53,7 @@ class Listing:
 def read_text(path: Path) -> str:
     """A label file's text; a DataError, not a traceback, when it is not UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (as Excel writes) is not part of the text
     except UnicodeDecodeError as err:
         line = path.read_bytes()[:err.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 text (byte {err.start}); expected a plain text label file") from None
@@ -62,7 +62,7 @@ def read_text(path: Path) -> str:
 def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every row of a CSV file, the header included; a DataError that names
     the line for text that is not UTF-8 or not CSV (a NUL byte, an unclosed quote at the end)."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
         reader = csv.reader(f)
         try:
             for row in reader:
@@ -96,10 +96,12 @@ def require_file(path: Path, layout: str) -> Path:
 
 
 def image_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) directly in `folder`, sorted; hidden files (.DS_Store) are neither."""
+    """(image files, other entries) directly in `folder`, sorted; hidden files (.DS_Store) are neither.
+    A folder named like an image, a broken link or a link loop is among the others, so it is counted
+    and named like any file that is not an image."""
     images, others = [], []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+        (images if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else others).append(path)
     return images, others

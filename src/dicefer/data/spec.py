@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dicefer.data.listing import DataError
 from dicefer.errors import ConfigError
+from dicefer.paths import shown
 
 ON_DISK = ("rafdb", "fer2013", "ckplus", "affectnet", "oulu", "folder")  # each a module of data/ and an adapter
 
@@ -21,12 +22,12 @@ class DataSpec:
     def parse(cls, text: str) -> DataSpec:
         name, _, path = str(text).partition(":")
         if name != "synthetic" and name not in ON_DISK:
-            raise ConfigError(f"unknown dataset spec '{text}'; valid: synthetic, {', '.join(f'{n}:PATH' for n in ON_DISK)}")
+            raise ConfigError(f"unknown dataset spec {shown(str(text))}; valid: synthetic, {', '.join(f'{n}:PATH' for n in ON_DISK)}")
         if name == "synthetic" and path:
             raise ConfigError("the synthetic dataset takes no path; set its options with data.* "
                               "(for example data.train_identities=100)")
         if name in ON_DISK and not path:
-            raise ConfigError(f"dataset spec '{text}' needs a path: {name}:PATH")
+            raise ConfigError(f"dataset spec {shown(str(text))} needs a path: {name}:PATH")
         return cls(name, path)
 
     def root(self) -> Path:

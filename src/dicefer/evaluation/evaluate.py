@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dicefer.config import TrainConfig
+from collections.abc import Sequence
+
+from dicefer.config import TrainConfig, apply_overrides
 from dicefer.data.base import CONTEMPT, FaceSet
 from dicefer.data.registry import load_dataset
 from dicefer.data.spec import DataSpec
-from dicefer.errors import RunError
+from dicefer.errors import ConfigError, RunError
 from dicefer.evaluation.identity import identity_reading, reference_embeddings
 from dicefer.evaluation.metrics import (
     classification_metrics,
@@ -23,21 +25,33 @@ from dicefer.evaluation.metrics import (
 from dicefer.evaluation.report import write_report
 from dicefer.models import build
 from dicefer.models.codes import encode_faces
+from dicefer.paths import shown
 from dicefer.run import LoadedRun
 
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
 
+# Data settings an evaluation may change: which split and how the data is read, never the model's input.
+EVALUATION_DATA = ("eval_split", "strict", "fold", "folds", "peak_frames", "aligned", "face_box")
+
+
 def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[FaceSet, FaceSet] | None = None,
-                 identity_reference: Path | None = None) -> dict:
+                 identity_reference: Path | None = None, data_settings: Sequence[str] = ()) -> dict:
     """Score the run (on `data_spec` if given, else the dataset it trained on) and write RUN/report/.
-    `splits`: (train, test) as training loaded them, so that they are read (and warned about) once."""
+    `splits`: (train, test) as training loaded them, so that they are read (and warned about) once.
+    `data_settings`: KEY=VALUE for the data.* settings in EVALUATION_DATA (data.eval_split=test, ...)."""
     run = LoadedRun(run_dir)
     cfg: TrainConfig = run.config
     if data_spec:
         # Another dataset is read with the model's classes: contempt only where the model predicts it.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec=DataSpec.parse(data_spec),
                                                                 contempt=CONTEMPT in run.classes))
+    for setting in data_settings:
+        key = setting.split("=", 1)[0].strip()
+        if key.removeprefix("data.") not in EVALUATION_DATA or not key.startswith("data."):
+            raise ConfigError(f"evaluate --set {shown(key)}: only {', '.join('data.' + k for k in EVALUATION_DATA)} "
+                              "may change at evaluation (the rest is the trained model's)")
+    cfg = apply_overrides(cfg, list(data_settings))
     train_set, test_set = splits or load_dataset(cfg)
     classes = run.classes
     if classes[:len(test_set.classes)] != test_set.classes:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dicefer.evaluation.metrics import embedding_2d
+from dicefer.run import FIGURE_MARK, REPORT_TITLE
 
 DPI = 120
 SPLITS = ("test", "train")
@@ -82,7 +83,7 @@ def _percent(value: float) -> str:
 
 
 def _markdown(report: dict, classes: list[str], figures: list[str]) -> str:
-    lines = [f"# DICE-FER evaluation: {report['dataset']} ({report['method']})", ""]
+    lines = [f"{REPORT_TITLE} {report['dataset']} ({report['method']})", ""]
     splits = [s for s in SPLITS if s in report]
     lines += ["## Overall", ""]
     lines += _table(
@@ -160,7 +161,7 @@ def _run_value(value: object) -> object:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=dict([FIGURE_MARK]))  # the mark --overwrite looks for
     plt.close(fig)
 
 

@@ -15,6 +15,7 @@ from torch.fx.experimental.optimization import fuse
 from dicefer.errors import RunError, UserError
 from dicefer.inference.preprocess import InputSpec
 from dicefer.models import build
+from dicefer.paths import shown
 from dicefer.run import LoadedRun
 
 INPUT, OUTPUTS = "input", ("probabilities", "expression_code")
@@ -60,6 +61,8 @@ class OnnxBackend:
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         ort = import_onnxruntime()
+        if Path(path).is_dir():
+            raise UserError(f"ONNX model {path} is a folder; give the .onnx file")
         if not Path(path).is_file():
             raise UserError(f"ONNX model {path} does not exist (write one with `dicefer export --run RUN --out {path}`)")
         from onnxruntime.capi import onnxruntime_pybind11_state as errors
@@ -78,7 +81,15 @@ class OnnxBackend:
         if "input_size" not in meta:
             raise UserError(f"{path} has no dicefer metadata (input_size, classes): export it with `dicefer export`")
         self.spec = InputSpec.from_metadata(meta)
-        self.exemplars = exemplars_from_metadata(meta)
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = {o.name for o in self.session.get_outputs()}
+        if inputs != [INPUT] or not set(OUTPUTS) <= outputs:
+            raise UserError(f"{path} does not have the inputs and outputs of a `dicefer export` (input {INPUT!r}, "
+                            f"outputs {', '.join(OUTPUTS)}; it has {shown(inputs)[:80]}): export it again with `dicefer export`")
+        try:
+            self.exemplars = exemplars_from_metadata(meta)
+        except (ValueError, TypeError, KeyError):
+            raise UserError(f"{path}: its exemplars metadata is damaged; export it again with `dicefer export`") from None
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         probabilities, code = self.session.run(list(OUTPUTS), {INPUT: x.numpy()})

@@ -72,6 +72,17 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
     return difference
 
 
+def written_by_export(path: Path) -> bool:
+    """Whether `path` is an ONNX model that `dicefer export` wrote: its metadata says so."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 -- whatever fails to load as ONNX is not an export
+        return False
+    return any(p.key == "dicefer_version" for p in model.metadata_props)
+
+
 def max_difference(backend: TorchBackend, exported: OnnxBackend, n: int = 64) -> float:
     """Largest absolute difference of probabilities on `n` random inputs."""
     x = backend.spec.example(n, torch.Generator().manual_seed(0))

@@ -7,11 +7,37 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
+from PIL import Image, UnidentifiedImageError
 
 from dicefer.inference.inputs import Frame
 from dicefer.inference.recognizer import Face
 
 NO_FACE = "no face detected"
+CSV_HEAD = "source,frame,time,x,y,w,h,label,"
+ANNOTATED = b"dicefer predict --annotate"  # the JPEG comment of every annotated copy
+
+
+def written_by_predict(path: Path) -> bool:
+    """Whether `path` holds records that predict wrote (JSON lines with a source, or its CSV), or nothing."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+            if not first:
+                return True
+            if first.startswith(CSV_HEAD):
+                return True
+            lines = [first, *f]
+        return all(isinstance(r := json.loads(line), dict) and "source" in r for line in lines if line.strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def written_by_annotate(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.info.get("comment") == ANNOTATED
+    except (OSError, UnidentifiedImageError):
+        return False
 
 
 def records(frame: Frame, faces: list[Face]) -> list[dict]:
@@ -55,7 +81,9 @@ def open_sink(path: Path | None, stream: TextIO, classes: tuple[str, ...]) -> Js
 
 
 class Annotator:
-    """Copies of the inputs with boxes and labels drawn, as DIR/<name>.jpg (video: <name>-f<frame>.jpg)."""
+    """Copies of the inputs with boxes and labels drawn, as DIR/<name>.jpg (video: <name>-f<frame>.jpg).
+    A file already in DIR under that name is replaced only when it is an earlier annotated copy;
+    otherwise the copy takes the next free name (<name>-2.jpg, ...)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -72,13 +100,14 @@ class Annotator:
             cv2.putText(canvas, text, (x, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, (0, 220, 0),
                         thickness, cv2.LINE_AA)
         path = self.folder / self._name(frame)
-        cv2.imwrite(str(path), canvas)
+        Image.fromarray(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)).save(path, quality=90, comment=ANNOTATED)
         return path
 
     def _name(self, frame: Frame) -> str:
         stem = Path(frame.source).stem + ("" if frame.frame is None else f"-f{frame.frame}")
         name, n = f"{stem}.jpg", 1
-        while name in self.used:  # the same file name from two folders
+        # the same file name from two folders, or a file of the user's
+        while name in self.used or ((self.folder / name).exists() and not written_by_annotate(self.folder / name)):
             n += 1
             name = f"{stem}-{n}.jpg"
         self.used.add(name)

@@ -15,6 +15,7 @@ import torch
 from dicefer.data.images import channels
 from dicefer.data.transforms import SCALINGS, FaceInput, Preprocess
 from dicefer.errors import UserError
+from dicefer.paths import shown
 
 SCALING_TEXT = {"whiten": "per-image whitening (x - mean) / max(std, 1/255)", "centred": "(255 x - 127.5) / 128"}
 
@@ -59,11 +60,15 @@ class InputSpec:
             size = int(meta["input_size"])
             face = FaceInput(size, int(meta.get("input_width", size)), json.loads(meta["grayscale"]),
                              meta.get("scaling", "whiten"))
-            classes = tuple(json.loads(meta["classes"]))
+            listed = json.loads(meta["classes"])
+            if not isinstance(listed, list):
+                raise TypeError("classes is not a list")
+            classes = tuple(listed)
         except (KeyError, ValueError, TypeError) as err:
             raise UserError(f"the model's dicefer metadata is damaged ({type(err).__name__}: {str(err)[:80]}): "
                             "export it again with `dicefer export`") from None
-        if face.scaling not in SCALINGS or not (0 < face.size <= 4096 and 0 < face.width <= 4096) or not classes:
+        if (face.scaling not in SCALINGS or not (0 < face.size <= 4096 and 0 < face.width <= 4096) or not classes
+                or not isinstance(face.grayscale, bool) or not all(isinstance(c, str) for c in classes)):
             raise UserError(f"the model's dicefer metadata is damaged (input {face.size}x{face.width}, scaling "
-                            f"{face.scaling[:40]!r}, {len(classes)} classes): export it again with `dicefer export`")
+                            f"{shown(face.scaling)[:40]}, {len(classes)} classes): export it again with `dicefer export`")
         return cls(face, classes)

@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 
 from dicefer.errors import UserError
+from dicefer.paths import shown
 
 NESTING = ("state_dict", "model", "net_state_dict")
 OPTIONAL = ".num_batches_tracked"
@@ -60,8 +61,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise InitError(f"{path} is not a PyTorch or safetensors weights file (it does not unpickle as one)") from None
         raise InitError(f"{path} holds Python objects besides tensors ({refused.group(1)}), which dicefer never unpickles; "
                         "save just the state dict (torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
+    except IsADirectoryError:
+        raise InitError(f"{path} is a folder; give the weights file in it") from None
     except (OSError, RuntimeError, EOFError, SafetensorError) as err:
-        raise InitError(f"{path} is not a PyTorch or safetensors weights file ({err.__class__.__name__}: {err})") from None
+        raise InitError(f"{path} is not a PyTorch or safetensors weights file ({err.__class__.__name__}: {shown(str(err))})") from None
+    except Exception as err:  # noqa: BLE001 -- torch's unpickler fails on arbitrary bytes with any error (KeyError, IndexError, ...)
+        raise InitError(f"{path} is not a PyTorch or safetensors weights file (it does not unpickle as one: "
+                        f"{err.__class__.__name__})") from None
     while isinstance(state, dict) and any(isinstance(state.get(k), dict) for k in NESTING):
         state = next(state[k] for k in NESTING if isinstance(state.get(k), dict))
     tensors = {_strip(k): v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import logging
 import random
-import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,8 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from dicefer.errors import RunError
 from dicefer.run import CHECKPOINT, PREVIOUS, atomic_write
+
+logger = logging.getLogger("dicefer")
 
 CHECKPOINT_FORMAT = "dicefer-checkpoint/1"
 
@@ -78,7 +80,7 @@ def load_latest_checkpoint(run_dir: Path) -> dict:
         if not previous.is_file():
             raise
         record = load_checkpoint(previous)
-        warnings.warn(f"{err}; resuming from {previous.name}, the checkpoint before it", stacklevel=2)
+        logger.warning("%s; resuming from %s, the checkpoint before it", err, previous.name)  # one line, as every message
         return record
 
 

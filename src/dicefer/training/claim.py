@@ -38,7 +38,7 @@ def foreign_files(folder: Path) -> list[str]:
         name = entry.name
         if name == REPORT and entry.is_dir():
             foreign += [f"{REPORT}/{f.name}" for f in sorted(entry.iterdir())
-                        if not (f.is_file() and any(fnmatch(f.name, p) for p in REPORT_FILES))]
+                        if not (f.is_file() and any(fnmatch(f.name, p) for p in REPORT_FILES) and written_by_a_run(f))]
         elif name == LOCK or any(fnmatch(name, p) for p in PARTIAL):
             continue
         elif name not in (CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS) or not entry.is_file() or not written_by_a_run(entry):
@@ -71,7 +71,15 @@ def claimed(folder: Path, resume: bool, overwrite: bool = False) -> Iterator[Non
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise RunError(f"--out {folder} is a file, not a folder") from None
-    lock = open(folder / LOCK, "a+")
+    except OSError as err:
+        raise RunError(f"--out {folder}: cannot create the folder ({err.strerror or err})") from None
+    locked_before = (folder / LOCK).exists()
+    try:
+        lock = open(folder / LOCK, "a+")
+    except OSError as err:
+        if created:
+            folder.rmdir()
+        raise RunError(f"--out {folder}: cannot write in it ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,7 +93,14 @@ def claimed(folder: Path, resume: bool, overwrite: bool = False) -> Iterator[Non
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         if not resume:
-            _check_fresh(folder, overwrite)
+            try:
+                _check_fresh(folder, overwrite)
+            except RunError:  # a refused start leaves nothing behind: no lock, no folder it made
+                if not locked_before:
+                    (folder / LOCK).unlink(missing_ok=True)
+                if created and not any(folder.iterdir()):
+                    folder.rmdir()
+                raise
         try:
             yield
         except BaseException:
@@ -112,7 +127,9 @@ def _check_fresh(folder: Path, overwrite: bool) -> None:
 
 
 def _undo_start(folder: Path, created: bool) -> None:
+    """Remove what a start that failed before its first checkpoint wrote: never a user's file."""
     for name in (CONFIG, METRICS):
-        (folder / name).unlink(missing_ok=True)
-    if created and [e.name for e in folder.iterdir()] == [LOCK]:
+        if (folder / name).is_file() and written_by_a_run(folder / name):
+            (folder / name).unlink()
+    if created and {e.name for e in folder.iterdir()} <= {LOCK}:
         shutil.rmtree(folder)
