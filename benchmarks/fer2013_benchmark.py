@@ -64,7 +64,7 @@ METHODS = {
 def train_side_by_side(args, jobs: list[tuple[str, int]]) -> None:
     """Train every (method, seed) job at once, one thread each, and store each run's numbers."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp, version = time.strftime("%Y%m%d-%H%M%S"), code_version()  # the code the runs start with
     procs, started, runs = {}, {}, {}
     for key in jobs:
         method, seed = key
@@ -85,11 +85,11 @@ def train_side_by_side(args, jobs: list[tuple[str, int]]) -> None:
         time.sleep(1)
     RUNS.mkdir(parents=True, exist_ok=True)
     for (method, seed), run in runs.items():
-        record = run_record(run, method, seed, started[method, seed], finished[method, seed])
+        record = run_record(run, method, seed, started[method, seed], finished[method, seed], version)
         (RUNS / f"{method}-seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def run_record(run: Path, key: str, seed: int, started: float, finished: float) -> dict:
+def run_record(run: Path, key: str, seed: int, started: float, finished: float, version: str) -> dict:
     """A run's scores, its val-accuracy curve against minutes since launch, and where it ran."""
     report = json.loads((run / "report" / "report.json").read_text())
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -98,7 +98,7 @@ def run_record(run: Path, key: str, seed: int, started: float, finished: float) 
     test = report["test"]
     return {
         "method": key, "seed": seed, "date": time.strftime("%Y-%m-%d"), "wall_min": (finished - started) / 60,
-        "commit": code_version(),
+        "commit": version,
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "train_accuracy": report["train"]["accuracy"],
         "recall": {c: test["per_class"][c]["recall"] for c in report["classes"]},
         "mig": report.get("disentanglement", {}).get("mig"), "mig_group": report.get("disentanglement", {}).get("mig_group"),

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="SPEC", help="dataset: 'synthetic' (default, the embedded benchmark of rendered faces), "
                    "rafdb:PATH, fer2013:PATH, ckplus:PATH, affectnet:PATH, oulu:PATH or folder:PATH (see README)")
     t.add_argument("--init", metavar="random|imagenet|PATH", help="encoder start: random (default), torchvision's ImageNet "
-                   "weights, or a ResNet-18 state dict file (.pth, .pth.tar, .safetensors), e.g. a face-recognition one")
+                   "weights (resnet18), or a weights file of the backbone (model.backbone; .pth, .pth.tar, .ckpt, "
+                   ".safetensors), such as a face-recognition network, as the paper starts")
     t.add_argument("--strict", action="store_true", default=None, help="stop at an unreadable image instead of skipping it")
     t.add_argument("--fold", type=int, metavar="K", help="CK+, Oulu-CASIA: test on subject-independent fold K (1..N, default 1)")
     t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke: a quick check, for tests; demo (default): the synthetic benchmark on a CPU, the paper's "
                         "method with the options that make it work from random weights; demo-paper: the demo's data with "
                         "the paper's objectives; real-cpu: real datasets such as fer2013:PATH on a CPU (48x48, a cosine "
-                        "schedule); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised). Each is a file "
-                        "in dicefer/presets/")
+                        "schedule); face-cpu: real datasets on a CPU from a face-recognition MobileFaceNet (give "
+                        "--init PATH); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised). Each is a "
+                        "file in dicefer/presets/")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "

@@ -24,6 +24,7 @@ from torch.utils.data import (
 
 from dicefer.config import TrainConfig, to_dict
 from dicefer.data.base import FaceSet
+from dicefer.data.listing import DataError
 from dicefer.data.pairs import SameExpressionPairs
 from dicefer.data.registry import load_dataset
 from dicefer.data.torch_datasets import FacePairs, Faces, resize_all
@@ -76,6 +77,11 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
+    if test_set.identity is not None:  # the report's identity probes, checked before any training
+        ids, counts = np.unique(test_set.identity, return_counts=True)
+        if (counts >= 2).sum() < 2:
+            raise DataError(f"{test_set.name}: the identity probes need at least 2 people with 2 or more images each "
+                            f"in the evaluated split; it has {len(ids)} people ({(counts >= 2).sum()} with 2 or more)")
     if proc.is_main and not resume:
         save_config(out, cfg)
         if cfg.method == "dicefer" and cfg.stage1.epochs == 0:
