@@ -3,6 +3,7 @@ export, face-recognition checkpoints loaded by name, and the identity reading on
 import glob
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from dicefer import ExpressionRecognizer
 from dicefer.cli import main
 from dicefer.config import build_config
-from dicefer.errors import ConfigError
+from dicefer.errors import ConfigError, RunError
 from dicefer.evaluation.identity import held_out_r2, reference_network
 from dicefer.models import build
 from dicefer.models.mobilefacenet import MobileFaceNet, MobileFaceNetEncoder
@@ -120,3 +121,18 @@ def test_the_shared_checkpoint_recognises_a_face_in_its_mirror_image():
         others = (a @ a.T).fill_diagonal_(float("nan"))
         gaps[name] = float((a * b).sum(1).mean() - others.nanmean())
     assert gaps["trained"] > 0.6 and gaps["random"] < 0.2, gaps
+
+
+def test_a_run_is_refused_when_its_recorded_input_is_not_what_would_be_fed(tiny_run, tmp_path):
+    from safetensors.torch import load_file, safe_open, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert LoadedRun(run).config.data.size == json.loads(meta["input"])["size"]  # recorded as trained
+    face = json.loads(meta["input"]) | {"scaling": "centred"}  # as if the backbone's declaration had changed
+    save_file(load_file(str(path)), str(path), metadata=meta | {"input": json.dumps(face)})
+    with pytest.raises(RunError, match="was trained on faces given as"):
+        LoadedRun(run)

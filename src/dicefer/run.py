@@ -23,7 +23,7 @@ from torch import nn
 from dicefer.config import TrainConfig, from_dict, to_dict
 from dicefer.data.base import CLASSES
 from dicefer.errors import RunError
-from dicefer.models.build import run_modules
+from dicefer.models.build import face_input, run_modules
 
 CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", "model.safetensors",
                                                 "checkpoint.safetensors", "checkpoint.prev.safetensors")
@@ -89,7 +89,7 @@ def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stag
     if exemplars is not None:
         tensors[EXEMPLARS_KEY] = exemplars.contiguous()
     meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
-            "modules": json.dumps(sorted(modules))}
+            "modules": json.dumps(sorted(modules)), "input": json.dumps(dataclasses.asdict(face_input(cfg)))}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -118,6 +118,10 @@ class LoadedRun:
             raise RunError(f"{path} has no dicefer metadata (config): it was not written by dicefer")
         self.dir = run_dir
         self.config = from_dict(json.loads(meta["config"]))
+        trained_on, fed = json.loads(meta.get("input", "null")), dataclasses.asdict(face_input(self.config))
+        if trained_on is not None and trained_on != fed:  # runs written before the input was recorded have none
+            raise RunError(f"{path} was trained on faces given as {trained_on}, but this version of dicefer would feed "
+                           f"it {fed}: use the dicefer version that trained it")
         self.classes = tuple(json.loads(meta["classes"]))
         self.stage = meta.get("stage", "")
         exemplars = tensors.get(EXEMPLARS_KEY)  # runs written before exemplars were kept have none

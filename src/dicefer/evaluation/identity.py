@@ -22,8 +22,9 @@ from sklearn.preprocessing import StandardScaler
 from dicefer.data.base import FaceSet
 from dicefer.data.transforms import FaceInput
 from dicefer.models.codes import encode_faces
+from dicefer.models.backbones import MOBILEFACENET_WHOLE
 from dicefer.models.mobilefacenet import MobileFaceNet
-from dicefer.models.pretrained import Layout, load_trunk, read_state_dict
+from dicefer.models.pretrained import load_trunk, read_state_dict
 
 REFERENCE_INPUT = FaceInput(112, 96, grayscale=False, scaling="centred")  # MobileFaceNet's own: RGB 112x96
 ALPHAS = np.logspace(-3, 4, 15)
@@ -32,7 +33,7 @@ ALPHAS = np.logspace(-3, 4, 15)
 def reference_network(path: Path) -> MobileFaceNet:
     """The whole face-recognition MobileFaceNet, embedding included, from a checkpoint in its layout."""
     net = MobileFaceNet()
-    load_trunk(net, read_state_dict(Path(path).expanduser()), str(path), Layout("MobileFaceNet", "conv1.conv.weight"))
+    load_trunk(net, read_state_dict(Path(path).expanduser()), str(path), MOBILEFACENET_WHOLE)
     return net.eval()
 
 

@@ -26,7 +26,8 @@ class Backbone:
     pretrained_on: str  # the input its face-recognition weights expect, for messages and docs
 
 
-MOBILEFACENET = Layout("MobileFaceNet", "conv1.conv.weight", file_only=EMBEDDING, net_only=("head.",))
+MOBILEFACENET = Layout("MobileFaceNet", "conv1.conv.weight", file_only=EMBEDDING, net_only=("head.",))  # the encoder's trunk
+MOBILEFACENET_WHOLE = Layout("MobileFaceNet", "conv1.conv.weight")  # the face-recognition network, embedding included
 
 
 def _mobilefacenet(code_dim: int, in_channels: int, init: str, maxpool: bool) -> MobileFaceNetEncoder:
