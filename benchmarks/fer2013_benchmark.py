@@ -203,7 +203,7 @@ def write_doc(records: dict, name: str) -> None:
                      + (f" {statistics.mean(r2):.3f} ({len(r2)} seeds) |" if r2 else " |" if identity else ""))
     if identity:
         lines += ["", "Identity R^2: how much of the CASIA-WebFace MobileFaceNet's face embedding a ridge map from the "
-                  "run's expression code (E; the baseline's code) predicts on held-out val faces (README, Datasets)."]
+                  "run's expression code (E; the baseline's code) predicts on held-out val faces, expression removed (README, Measuring identity)."]
     lines += ["", f"The `fer` package's FER2013 model: {QUOTED_FER:.1%} on a FER2013 test split (quoted from its "
               "documentation, not measured here, and not on val/).", "",
               "Paired by seed, against the supervised baseline with the same start (accuracy points):", ""]
