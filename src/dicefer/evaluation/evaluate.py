@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from collections.abc import Sequence
 
 from dicefer.config import TrainConfig, apply_overrides
 from dicefer.data.base import CONTEMPT, FaceSet
