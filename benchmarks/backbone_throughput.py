@@ -3,7 +3,7 @@
 images/s, one thread, on this CPU, in one process with the cases interleaved round by round.
 
 Each case builds its modules with the project's own builders (models/build.py, the Stage 1 step of
-training/stages.py, the fused Adam and the CPU's small-map convolutions) and times full steps
+training/stages/, the fused Adam and the CPU's small-map convolutions) and times full steps
 (forward, backward, optimiser) on random faces of the preset's shape; medians over rounds. Not a
 test: it prints a table and writes its block of docs/benchmarks.md.
 
@@ -16,13 +16,11 @@ import statistics
 import time
 
 import torch
-from demo_benchmark import precision_name, write_block
+from demo_benchmark import precision_name, stage_steps, write_block
 
 from dicefer.config import build_config
-from dicefer.models import build
 from dicefer.models.cpu_conv import machine_signature
-from dicefer.training.accelerator import Accelerator, adam
-from dicefer.training.stages import MITerm, Stage1, supervised_step
+from dicefer.training.accelerator import Accelerator
 
 CASES = {  # label: (preset, overrides)
     "ResNet-18, 48x48 (real-cpu)": ("real-cpu", []),
@@ -31,40 +29,11 @@ CASES = {  # label: (preset, overrides)
 
 
 def case_steps(preset: str, overrides: list[str], precision: str):
-    """(stage1 step, baseline step, images per step) for one backbone; each step runs one full update."""
+    """(Stage 1 step, baseline step) of one backbone, images per step, and its accelerator."""
     cfg = build_config(preset, None, [*overrides, f"precision={precision}"])
     accel = Accelerator(torch.device("cpu"), False, cfg.precision)
-    face = build.face_input(cfg)
-    gen = torch.Generator().manual_seed(0)
-    b = cfg.batch_size
-    x_m, x_n = (torch.randn(b, *face.shape, generator=gen) for _ in range(2))
-    y = torch.randint(0, 7, (b,), generator=gen)
-
-    enc1 = accel.module(build.encoder(cfg))
-    mi = MITerm.from_config(cfg, cfg.model.code_dim, cfg.stage1.global_critic)
-    head = build.stage1_head(cfg, 7)
-    s1 = Stage1.from_config(cfg, enc1, mi, head)
-    opt1 = adam([*enc1.parameters(), *mi.parameters(), *head.parameters()], cfg.stage1.lr)
-
-    enc_b, classifier = accel.module(build.encoder(cfg)), build.classifier(cfg, 7)
-    opt_b = adam([*enc_b.parameters(), *classifier.parameters()], cfg.stage1.lr)
-    x, y2 = torch.cat([x_m, x_n]), torch.cat([y, y])
-
-    def stage1() -> None:
-        with accel.autocast():
-            loss, _ = s1.step(x_m, x_n, y)
-        opt1.zero_grad()
-        loss.backward()
-        opt1.step()
-
-    def baseline() -> None:
-        with accel.autocast():
-            loss, _ = supervised_step(enc_b, classifier, x, y2)
-        opt_b.zero_grad()
-        loss.backward()
-        opt_b.step()
-
-    return {"Stage 1": stage1, "baseline": baseline}, 2 * b, accel
+    steps, images = stage_steps(cfg, accel)
+    return {"Stage 1": steps["stage1"], "baseline": steps["supervised"]}, images, accel
 
 
 def main() -> None:

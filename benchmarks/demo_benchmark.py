@@ -24,71 +24,67 @@ import sys
 import time
 from pathlib import Path
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
 from dicefer.config import build_config
+from dicefer.data.base import FaceSet
+from dicefer.data.torch_datasets import resize_all
+from dicefer.models import build
 from dicefer.models.cpu_conv import machine_signature
-from dicefer.models.encoders import Encoder
-from dicefer.models.heads import Classifier, ShuffleDiscriminator
 from dicefer.pipeline import train_and_evaluate
-from dicefer.training.accelerator import Accelerator, adam
-from dicefer.training.stages import MITerm, Stage1, Stage2, supervised_step
+from dicefer.training.accelerator import Accelerator
+from dicefer.training.distributed import Process
+from dicefer.training.loop import train_one_epoch
+from dicefer.training.setup import Setup
+from dicefer.training.stages import Stage, Stage1, Stage2, Supervised
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
+def stage_steps(cfg, accel: Accelerator) -> tuple[dict[str, Callable[[], None]], int]:
+    """One full training step (forward, backward, optimisers) of the baseline, Stage 1 and Stage 2,
+    each stage built and stepped as training builds and steps it (training/stages/, the loop's
+    train_one_epoch), on random faces of the config's input; and the images one step takes."""
+    face = build.face_input(cfg)
+    b, n = cfg.batch_size, 4 * cfg.batch_size
+    pixels = np.random.default_rng(0).integers(0, 256, (n, face.size, face.width, *(() if face.grayscale else (3,))))
+    faces = FaceSet(pixels.astype(np.uint8), np.arange(n) % 7, None, "random faces")
+    images = resize_all(faces, face)
+    setup = lambda: Setup.build(cfg, Process(device=accel.device), accel, faces, face, images)
+    with_e = setup()
+    Stage1(with_e)  # Stage 2 freezes the E it is given: its own
+    stages = {"supervised": Supervised(setup()), "stage1": Stage1(setup()), "stage2": Stage2(with_e)}
+    gen = torch.Generator().manual_seed(0)
+    x_m, x_n = (torch.randn(b, *face.shape, generator=gen) for _ in range(2))
+    y = torch.randint(0, 7, (b,), generator=gen)
+    batches = {"supervised": (torch.cat([x_m, x_n]), torch.cat([y, y])), "stage1": (x_m, x_n, y), "stage2": (x_m, x_n, y)}
+
+    def step(stage: Stage, batch: tuple) -> Callable[[], None]:
+        return lambda: train_one_epoch(stage.step, stage.optimizers, [batch], stage.name, 0, stage.images, False,
+                                       autocast=accel.autocast, move=accel.move)
+
+    return {name: step(stage, batches[name]) for name, stage in stages.items()}, 2 * b
+
+
 def throughput(cfg, rounds: int, steps: int) -> dict[str, float]:
     """Images/s of one training step of each stage, interleaved, median over rounds."""
     torch.manual_seed(0)
-    b, size, dim = cfg.batch_size, cfg.data.size, cfg.model.code_dim
-
     cpu = Accelerator(torch.device("cpu"), precision=cfg.precision)  # the encoders and precision training uses
-
-    def encoder() -> Encoder:
-        return cpu.module(Encoder(dim, maxpool=cfg.model.maxpool))
-
-    enc_sup, clf = encoder(), Classifier(dim)
-    opt_sup = adam([*enc_sup.parameters(), *clf.parameters()], 1e-4)
-    enc_e = encoder()
-    head = torch.nn.Linear(dim, 7) if cfg.stage1.ce_weight else None
-    s1 = Stage1.from_config(cfg, enc_e, MITerm.from_config(cfg, dim, cfg.stage1.global_critic), head)  # as training builds it
-    opt1 = adam([*enc_e.parameters(), *s1.mi.parameters(), *(head.parameters() if head else [])], 1e-4)
-    frozen = encoder().eval().requires_grad_(False)
-    s2 = Stage2(frozen, encoder(), MITerm.from_config(cfg, 2 * dim, "features"), ShuffleDiscriminator(dim), cfg.stage2.zeta_adv)
-    opt2 = adam([*s2.identity.parameters(), *s2.mi.parameters()], 1e-4)
-    opt_d = adam(s2.disc.parameters(), 1e-4)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2 * b, 1, size, size)
-    y = torch.randint(0, 7, (b,))
-
-    def run(which: str) -> None:
-        with cpu.autocast():
-            if which == "supervised":
-                loss, _ = supervised_step(enc_sup, clf, x, torch.cat([y, y]))
-                losses = [(loss, opt_sup)]
-            elif which == "stage1":
-                loss, _ = s1.step(x[:b], x[b:], y)
-                losses = [(loss, opt1)]
-            else:
-                loss, d_loss, _ = s2.step(x[:b], x[b:], gen)
-                losses = [(loss, opt2), (d_loss, opt_d)]
-        for loss_, opt in losses:
-            opt.zero_grad(set_to_none=True)
-            loss_.backward()
-        for _, opt in losses:
-            opt.step()
-
-    times: dict[str, list[float]] = {k: [] for k in ("supervised", "stage1", "stage2")}
+    run, images = stage_steps(cfg, cpu)
+    times: dict[str, list[float]] = {k: [] for k in run}
     for which in times:  # warm-up
-        run(which)
+        run[which]()
     for _ in range(rounds):
         for which, seconds in times.items():
             start = time.perf_counter()
             for _ in range(steps):
-                run(which)
+                run[which]()
             seconds.append((time.perf_counter() - start) / steps)
-    return {k: 2 * b / statistics.median(v) for k, v in times.items()}
+    return {k: images / statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ import yaml
 from demo_benchmark import ROOT, precision_name, write_block
 from scipy import stats
 
+from dicefer.evaluation.report import evaluated_split
 from dicefer.models.cpu_conv import machine_signature
+from dicefer.run import read_metrics
 
 RUNS = ROOT / "docs" / "fer2013"
 QUOTED_FER = 0.659  # quoted, not measured here: the `fer` package's FER2013 model on a FER2013 test split
@@ -93,9 +95,9 @@ def run_record(run: Path, key: str, seed: int, started: float, finished: float, 
     """A run's scores, its val-accuracy curve against minutes since launch, and where it ran."""
     report = json.loads((run / "report" / "report.json").read_text())
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     curve = [[(r["wall_clock"] - started) / 60, r["eval_accuracy"], r["stage"]] for r in rows if "eval_accuracy" in r]
-    test = report["test"]
+    test = report[evaluated_split(report)]
     return {
         "method": key, "seed": seed, "date": time.strftime("%Y-%m-%d"), "wall_min": (finished - started) / 60,
         "commit": version,

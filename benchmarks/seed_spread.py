@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 from demo_benchmark import ROOT, write_block
 from scipy import stats
 
+from dicefer.evaluation.report import evaluated_split
 from dicefer.models.cpu_conv import machine_signature
 
 METHODS = ("supervised", "dicefer")
@@ -84,27 +85,31 @@ def write_doc(args, reports: dict) -> None:
         for s in model_seeds(d, args.models):
             b, f = reports[("supervised", d, s)], reports[("dicefer", d, s)]
             bd, fd = b["disentanglement"], f["disentanglement"]
-            lines.append(f"| {d} | {s} | {b['test']['accuracy']:.3f} | {fmt(bd['identity_probe_accuracy_E'])} | "
-                         f"{f['test']['accuracy']:.3f} | {fmt(fd['identity_probe_accuracy_E'])} | "
+            lines.append(f"| {d} | {s} | {accuracy(b):.3f} | {fmt(bd['identity_probe_accuracy_E'])} | "
+                         f"{accuracy(f):.3f} | {fmt(fd['identity_probe_accuracy_E'])} | "
                          f"{fmt(fd['identity_probe_whitened_E'])} | {fmt(fd['identity_probe_predictions'])} | "
-                         f"{fmt(fd['identity_probe_accuracy_I'])} | {f['test']['accuracy'] - b['test']['accuracy']:+.3f} |")
+                         f"{fmt(fd['identity_probe_accuracy_I'])} | {accuracy(f) - accuracy(b):+.3f} |")
     lines += ["", "Per set of faces, over its model seeds (mean, and min to max):", "",
               "| faces seed D | baseline: test accuracy | DICE-FER: test accuracy | DICE-FER - baseline | identity on E |",
               "|---|---|---|---|---|"]
     for d in args.data_seeds:
         seeds = model_seeds(d, args.models)
-        acc = {m: [reports[(m, d, s)]["test"]["accuracy"] for s in seeds] for m in METHODS}
+        acc = {m: [accuracy(reports[(m, d, s)]) for s in seeds] for m in METHODS}
         gap = [f - b for f, b in zip(acc["dicefer"], acc["supervised"])]
         ident = [reports[("dicefer", d, s)]["disentanglement"]["identity_probe_accuracy_E"] for s in seeds]
         spread = lambda v, sign="": f"{statistics.mean(v):{sign}.3f} ({min(v):{sign}.3f} to {max(v):{sign}.3f})"
         lines.append(f"| {d} | {spread(acc['supervised'])} | {spread(acc['dicefer'])} | {spread(gap, '+')} | "
                      f"{spread(ident) if None not in ident else 'n/a'} |")
-    gaps = [reports[("dicefer", d, s)]["test"]["accuracy"] - reports[("supervised", d, s)]["test"]["accuracy"]
+    gaps = [accuracy(reports[("dicefer", d, s)]) - accuracy(reports[("supervised", d, s)])
             for d in args.data_seeds for s in model_seeds(d, args.models)]
     lines += ["", paired_summary(gaps)]
     figure = plot_spread(args, reports)
     lines += ["", f"![Each run's test accuracy and identity on E]({figure.relative_to(ROOT / 'docs')})"]
     write_block(f"seed-spread-{args.preset}", lines)
+
+
+def accuracy(report: dict) -> float:
+    return report[evaluated_split(report)]["accuracy"]
 
 
 def paired_summary(gaps: list[float]) -> str:
@@ -126,7 +131,7 @@ def plot_spread(args, reports: dict) -> Path:
     colours = {"supervised": "tab:gray", "dicefer": "tab:blue"}
     for col, d in enumerate(args.data_seeds):
         seeds = model_seeds(d, args.models)
-        for row, read in enumerate((lambda r: r["test"]["accuracy"],
+        for row, read in enumerate((accuracy,
                                     lambda r: r["disentanglement"]["identity_probe_accuracy_E"])):
             ax = axes[row, col]
             values = {m: [read(reports[(m, d, s)]) for s in seeds] for m in METHODS}

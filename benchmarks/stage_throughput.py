@@ -13,7 +13,6 @@ Stage 3 trains on codes, not images: its figure is codes/s.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dicefer.config import build_config
+from dicefer.config import TrainConfig, build_config, choices
 from dicefer.pipeline import train_and_evaluate
+from dicefer.run import read_metrics
 from dicefer.training.distributed import resolve_device
 
 
@@ -33,7 +33,7 @@ def stage_throughput(preset: str, method: str, epochs: int, overrides: list[str]
     with tempfile.TemporaryDirectory() as tmp:
         if train_and_evaluate(cfg, Path(tmp) / "run", show_progress=False) is None:
             return None
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(tmp) / "run" / "metrics.jsonl")
     out = {}
     for stage in dict.fromkeys(r["stage"] for r in rows):
         speeds = [r["images_per_s"] for r in rows if r["stage"] == stage]
@@ -44,7 +44,7 @@ def stage_throughput(preset: str, method: str, epochs: int, overrides: list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=choices(TrainConfig, "device"))
     parser.add_argument("--epochs", type=int, default=3, help="epochs of every stage (the first is not counted)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

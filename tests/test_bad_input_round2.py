@@ -255,6 +255,6 @@ def test_too_few_people_for_the_identity_probes_stops_before_training(tmp_path, 
     root = tmp_path / "CK+48"  # two subjects in two folds: one person in the tested fold
     for k, (cls, subject) in enumerate([("anger", "S010"), ("happy", "S010"), ("anger", "S011"), ("happy", "S011")]):
         write(root / cls / f"{subject}_004_0000001{k}.png", face(k))
-    with mock.patch("dicefer.training.train.SameExpressionPairs") as pairs:
+    with mock.patch("dicefer.training.setup.SameExpressionPairs") as pairs:
         message = train_error(capsys, tmp_path, "--data", f"ckplus:{tmp_path}", "--folds", "2")
     assert "identity probes need at least 2 people" in message and not pairs.called

@@ -39,18 +39,19 @@ def test_ranks_get_distinct_pairs_of_the_same_shuffle(world_size):
 
 
 # Run on every rank by torchrun: `dicefer train`, watched from outside the product code. It records
-# each rank's trained modules (through the state StageRunner checkpoints) and how often the
-# discriminator's gradient averaging ran, so the test can compare the ranks.
+# each rank's trained modules (each stage's networks, by the name training saves them under, or
+# STAGE.NAME for a stage's own) and how often the discriminator's gradient averaging ran, so the
+# test can compare the ranks.
 RANK_WATCH = """
 import json, os, sys
-import torch
 from dicefer import cli
 from dicefer.training import distributed, loop
 out, modules, averaged = sys.argv[1], {}, []
 run = loop.StageRunner.run
-def watched(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs):
-    run(self, stage, epochs, step, loader, images_per_batch, state, *args, **kwargs)
-    modules.update({name: m for name, m in state.items() if isinstance(m, torch.nn.Module)})
+def watched(self, stage, *args, **kwargs):
+    run(self, stage, *args, **kwargs)
+    shared = ("expression", "identity", "classifier")
+    modules.update({name if name in shared else stage.name + "." + name: m for name, m in stage.named_children()})
 loop.StageRunner.run = watched
 step = distributed.AveragedGradients.step
 def counted(self):

@@ -1,4 +1,5 @@
-"""What stays on screen after an epoch's progress bar is gone; the cosine learning-rate schedule."""
+"""What stays on screen after an epoch's progress bar is gone; the learning-rate schedules."""
+import copy
 import math
 
 import pytest
@@ -10,9 +11,9 @@ from dicefer.training.loop import (
     MetricsLog,
     ResumableBatches,
     StageRunner,
-    cosine_lr,
     epoch_summary,
 )
+from dicefer.training.stages import Stage, StepResult
 
 
 def test_epoch_summary_names_the_stage_the_mi_terms_and_the_speed():
@@ -24,31 +25,45 @@ def test_epoch_summary_names_the_stage_the_mi_terms_and_the_speed():
     assert line.endswith("(74 images/s)") and "time_s" not in line and "l1_active" not in line
 
 
+class OneWeight(Stage):
+    """A stage of one weight on 4 one-number batches, recording the learning rate of every step."""
+
+    name = "stage1"
+
+    def __init__(self, lr: float, epochs: int) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.optimizers = (torch.optim.SGD([self.w], lr=lr),)
+        data = TensorDataset(torch.arange(4.0))
+        self.loader = DataLoader(data, batch_sampler=ResumableBatches(SequentialSampler(data), 1, False))
+        self.epochs, self.seen = epochs, []
+
+    def step(self, batch):
+        self.seen.append(self.optimizers[0].param_groups[0]["lr"])
+        return StepResult(((self.w * batch[0]).sum(),), {"loss": 0.0})
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_cosine_schedule_decays_over_the_stage_and_constant_leaves_the_rate(schedule, tmp_path):
-    w = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([w], lr=0.1)
-    seen = []
-
-    def step(batch):
-        seen.append(opt.param_groups[0]["lr"])
-        return [((w * batch[0]).sum(), opt)], {"loss": 0.0}
-
-    data = TensorDataset(torch.arange(4.0))
-    loader = DataLoader(data, batch_sampler=ResumableBatches(SequentialSampler(data), 1, False))
+    stage = OneWeight(0.1, 2)
     runner = StageRunner(Process(), MetricsLog(tmp_path / "m.jsonl"), lambda record: None, show_progress=False,
-                         lr_schedule=schedule)
-    runner.run("stage1", 2, step, loader, lambda b: 1, {"stage1.opt": opt})
+                         schedule=schedule)
+    runner.run(stage)
     expected = [0.1 * (0.5 * (1 + math.cos(math.pi * t / 8)) if schedule == "cosine" else 1) for t in range(8)]
-    assert seen == pytest.approx(expected)
+    assert stage.seen == pytest.approx(expected)
 
 
-def test_cosine_schedule_continues_from_a_loaded_optimiser():
-    w = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.Adam([w], lr=0.2)
-    cosine_lr([opt], 4, 8)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
-    resumed = torch.optim.Adam([w], lr=0.2)
-    resumed.load_state_dict(opt.state_dict())
-    cosine_lr([resumed], 6, 8)  # from the saved initial rate, not the halved one
-    assert resumed.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 6 / 8)))
+def test_cosine_schedule_continues_from_a_loaded_optimiser(tmp_path):
+    """A run resumed half-way: the optimiser's saved state holds the decayed rate, and the schedule
+    goes on from the rate the stage was built with, not from that one."""
+    saved = []
+    first = OneWeight(0.2, 2)
+    StageRunner(Process(), MetricsLog(tmp_path / "a.jsonl"), lambda record: saved.append(copy.deepcopy(record)), show_progress=False, schedule="cosine",
+                every_steps=2).run(first)
+    halfway = next(r for r in saved if r["position"] == {"stage": "stage1", "epoch": 1, "step": 2})
+    assert halfway["state"]["optimizers"][0]["param_groups"][0]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 5 / 8)))
+    resumed = OneWeight(0.2, 2)
+    StageRunner(Process(), MetricsLog(tmp_path / "b.jsonl"), lambda record: None, show_progress=False,
+                schedule="cosine", resume={**halfway, "completed": []}).run(resumed)
+    assert resumed.seen == pytest.approx([0.2 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in (6, 7)])
+    assert resumed.seen == pytest.approx(first.seen[6:])

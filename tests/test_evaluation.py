@@ -136,7 +136,7 @@ def test_whitened_probe_finds_identity_that_a_dominant_direction_hides():
     identity_part = 0.05 * rng.normal(size=(30, 8))[ids] + 0.01 * rng.normal(size=(len(ids), 8))
     dominant = 50 * rng.normal(size=(len(ids), 1))
     codes = np.concatenate([dominant, identity_part], axis=1) @ rng.normal(size=(9, 9))
-    plain, whitened = identity_probe(codes, ids), identity_probe(codes, ids, whiten=True)
+    plain, whitened = identity_probe(codes, ids), identity_probe(codes, ids, pca_whiten=True)
     assert whitened["accuracy"] > 0.9
     assert plain["accuracy"] < whitened["accuracy"] - 0.3
 

@@ -95,7 +95,7 @@ def test_stage1_dv_bound_is_unbiased_at_a_known_mi(positives):
     exactly. I(M; E_N) = log K, and the optimal critic T = log p(e | m) / p(e) is log K for the same
     expression, -inf for another. The DV bound with that critic must recover log K, which it does only
     when the sampled partners are kept out of the marginal samples (they are drawn for their expression)."""
-    from dicefer.training.stages import independent_mask, joint_mask
+    from dicefer.training.stages.objectives import independent_mask, joint_mask
 
     k, b = 7, 32
     generator = torch.Generator().manual_seed(0)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dicefer.data.pairs import SameExpressionPairs
-from dicefer.training.stages import joint_mask, shuffle_index
+from dicefer.training.stages.objectives import joint_mask, shuffle_index
 
 
 def labels(seed: int = 0, n: int = 301) -> np.ndarray:

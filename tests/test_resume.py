@@ -20,6 +20,7 @@ from dicefer.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from dicefer.run import read_metrics
 from dicefer.training.loop import NonFiniteLoss, train_one_epoch
 
 # A few steps per epoch and a checkpoint every 2 steps: kills land in the middle of an epoch.
@@ -61,10 +62,10 @@ def stop_when(proc: subprocess.Popen, run: Path, reached, sig: int, timeout: flo
 def outcome(run: Path) -> tuple[dict, list[dict]]:
     """The report's results and every metrics line, without wall-clock times."""
     report = json.loads((run / "report" / "report.json").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     for row in rows:
         del row["images_per_s"], row["time_s"]
-    return {k: report[k] for k in ("test", "train", "disentanglement")}, rows
+    return {k: report[k] for k in ("evaluated_split", "test", "train", "disentanglement")}, rows
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +82,12 @@ def test_killed_and_stopped_run_resumes_to_the_same_result(reference, tmp_path):
     assert victim.wait() == -signal.SIGKILL
     record = load_checkpoint(run / "checkpoint.safetensors")
     assert record["position"]["stage"] == "stage1" and "data" in record["rng"][0]  # augmentation's random state
-    state = record["state"]  # Stage 1: MINE moving averages, the L1 switch, Adam's moments (head: stage1.ce_weight)
-    assert set(state) == {"expression", "stage1.mi", "stage1.head", "stage1.opt", "stage1.l1"}
-    assert isinstance(state["stage1.l1"]["l1_on"], bool)
-    assert torch.isfinite(state["stage1.mi"]["global_est.log_ma"]) and "local_est.log_ma" in state["stage1.mi"]
-    assert all("exp_avg" in s for s in state["stage1.opt"]["state"].values())
+    # Stage 1's state_dict: E, MINE moving averages, the L1 switch (no head: stage1.ce_weight is 0); Adam's moments
+    stage, optimizers = record["state"]["stage"], record["state"]["optimizers"]
+    assert {key.split(".")[0] for key in stage} == {"expression", "mi", "l1_active"}
+    assert stage["l1_active"].dtype == torch.bool
+    assert torch.isfinite(stage["mi.global_est.log_ma"]) and "mi.local_est.log_ma" in stage
+    assert len(optimizers) == 1 and all("exp_avg" in s for s in optimizers[0]["state"].values())
 
     resumed = dicefer_process("--resume", str(run), "--quiet")
     stop_when(resumed, run, lambda p: p["stage"] == "stage2", signal.SIGTERM)
@@ -102,7 +104,8 @@ def test_last_checkpoint_holds_the_last_stage_and_every_random_state(reference):
     record = load_checkpoint(reference / "checkpoint.safetensors")
     assert record["position"] == {"stage": "stage3", "epoch": 2, "step": 0}
     assert record["completed"] == ["stage1", "stage2"] and record["log_lines"] == 5
-    assert set(record["state"]) == {"expression", "identity", "classifier", "stage3.opt"}
+    assert {key.split(".")[0] for key in record["state"]["stage"]} == {"expression", "identity", "classifier"}
+    assert len(record["state"]["optimizers"]) == 1
     assert set(record["rng"][0]) == {"python", "numpy", "torch"}  # Stage 3 trains on codes: no augmentation
     assert record["loader_order"].dtype == torch.uint8  # Stage 3's shuffling generator
     with safe_open(str(reference / "checkpoint.safetensors"), framework="pt") as f:
@@ -143,10 +146,10 @@ def test_non_finite_loss_names_stage_step_and_term():
 
     def step(batch):
         loss = model.w.sum() * batch[0]
-        return [(loss, opt)], {"loss": float(loss.detach()), "mi_global": float(torch.log(batch[0] - 1))}
+        return (loss,), {"loss": float(loss.detach()), "mi_global": float(torch.log(batch[0] - 1))}
 
     with pytest.raises(NonFiniteLoss, match=r"stage2, epoch 4, step 1: 'mi_global' is -inf"):
-        train_one_epoch(step, [(torch.tensor(3.0),), (torch.tensor(1.0),)], "stage2", 4, lambda b: 1, False)
+        train_one_epoch(step, [opt], [(torch.tensor(3.0),), (torch.tensor(1.0),)], "stage2", 4, lambda b: 1, False)
     assert model.w.item() == pytest.approx(0.7)  # the first step was taken, the diverged one was not
 
 
@@ -170,7 +173,7 @@ FINETUNED = [*TINY, "stage3.epochs=400", "stage3.finetune_epochs=2", "stage3.fin
 def logged(run: Path, stage: str) -> bool:
     """Whether metrics.jsonl has a line of `stage` (Stage 3 checkpoints only at its end, but logs every epoch)."""
     try:
-        return any(json.loads(line)["stage"] == stage for line in (run / "metrics.jsonl").read_text().splitlines())
+        return any(row["stage"] == stage for row in read_metrics(run / "metrics.jsonl"))
     except (OSError, ValueError):  # not there yet, or a line being written
         return False
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dicefer.training.stages import consistency_l1, whiten
+from dicefer.training.stages.objectives import batch_whiten, consistency_l1
 
 
 def test_scaling_the_codes_lowers_only_the_raw_l1():
@@ -35,14 +35,14 @@ def test_whitening_sees_pair_differences_that_a_dominant_direction_hides():
     # Shrinking the covariance toward its diagonal floors every direction's variance at 1 % of a
     # dimension's, so the small directions gain up to 10x over standardising; without it, 100x.
     assert consistency_l1(codes, 32, "whitened") > 8 * standardised
-    nearly_unshrunk = whiten(codes, shrink=1e-4)
+    nearly_unshrunk = batch_whiten(codes, shrink=1e-4)
     assert F.l1_loss(nearly_unshrunk[:32], nearly_unshrunk[32:]) > 30 * standardised
 
 
-def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
+def test_finetune_objective_adds_the_pair_l1_and_it_pulls_pair_codes_together():
     from torch import nn
 
-    from dicefer.training.stages import finetune_step
+    from dicefer.training.stages.finetune import finetune_objective
 
     torch.manual_seed(0)
     shared = torch.randn(8, 6)  # what a pair has in common; the other 6 inputs differ within it
@@ -55,12 +55,12 @@ def test_finetune_step_adds_the_pair_l1_and_it_pulls_pair_codes_together():
         encoder = lambda x: (x @ weight, None)
         opt = torch.optim.SGD([weight], lr=0.05)
         for _ in range(100):
-            loss, _ = finetune_step(encoder, classifier, x_m, x_n, y, delta, "whitened")
+            (loss,), _ = finetune_objective(encoder, classifier, x_m, x_n, y, delta, "whitened")
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return finetune_step(encoder, classifier, x_m, x_n, y, 2.0, "whitened")
+        return finetune_objective(encoder, classifier, x_m, x_n, y, 2.0, "whitened")
 
-    loss, logs = tuned(0.0)
+    (loss,), logs = tuned(0.0)
     assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["l1"], rel=1e-5)
     assert tuned(10.0)[1]["l1"] < 0.5 * logs["l1"]  # with the L1 term, pair codes end more alike

@@ -8,7 +8,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from dicefer.config import PRESETS, build_config
+from dicefer.config import PRESET_SUMMARIES, DataConfig, TrainConfig, build_config, choices
 from dicefer.errors import ConfigError, UserError
 from dicefer.paths import output_file, output_folder
 
@@ -43,14 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strict", action="store_true", default=None, help="stop at an unreadable image instead of skipping it")
     t.add_argument("--fold", type=int, metavar="K", help="CK+, Oulu-CASIA: test on subject-independent fold K (1..N, default 1)")
     t.add_argument("--folds", type=int, metavar="N", help="CK+, Oulu-CASIA: number of folds (default 10)")
-    t.add_argument("--method", choices=("dicefer", "supervised"), help="dicefer (default) or the plain cross-entropy baseline")
-    t.add_argument("--preset", choices=tuple(PRESETS),
-                   help="smoke: a quick check, for tests; demo (default): the synthetic benchmark on a CPU, the paper's "
-                        "method with the options that make it work from random weights; demo-paper: the demo's data with "
-                        "the paper's objectives; real-cpu: real datasets such as fer2013:PATH on a CPU (48x48, a cosine "
-                        "schedule); face-cpu: real datasets on a CPU from a face-recognition MobileFaceNet (give "
-                        "--init PATH); paper: exactly the paper's recipe (112x112, lr 1e-4; GPU advised). Each is a "
-                        "file in dicefer/presets/")
+    t.add_argument("--method", choices=choices(TrainConfig, "method"), help="dicefer (default) or the plain cross-entropy baseline")
+    t.add_argument("--preset", choices=tuple(PRESET_SUMMARIES),
+                   help="; ".join(f"{name}: {summary[:1].lower()}{summary[1:].rstrip('.')}"
+                                  for name, summary in PRESET_SUMMARIES.items()) + ". Each is a file in dicefer/presets/")
     t.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any config values (nested as in RUN/config.yaml)")
     t.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: a new folder under runs/); must not hold a run already")
     t.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint, in whichever stage, "
@@ -63,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides_positional", nargs="*", metavar="KEY=VALUE", help="same as --set")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     g = t.add_argument_group("hardware")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when there is one. On CUDA: "
+    g.add_argument("--device", choices=choices(TrainConfig, "device"), help="auto (default): CUDA when there is one. On CUDA: "
                    "bf16 autocast, channels_last, pinned memory, loader workers. On the CPU: convolution weight "
                    "gradients on small maps as a matmul where this CPU measured that faster")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto (default): bf16 autocast on CUDA and on "
+    g.add_argument("--precision", choices=choices(TrainConfig, "precision"), help="auto (default): bf16 autocast on CUDA and on "
                    "CPUs that compute bf16 natively (AVX-512 BF16 or AMX), fp32 on other CPUs, where bf16 is "
                    "emulated and many times slower")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoders (worth it on a GPU for runs "
@@ -80,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--identity-reference", type=Path, metavar="PATH", help="a face-recognition MobileFaceNet checkpoint: "
                    "the report reads how much of its embedding each code predicts (identity on data without identity "
                    "labels; the run's identity_reference setting otherwise)")
-    e.add_argument("--split", choices=("auto", "val", "test"), help="the split to score: test (auto: test where the "
+    e.add_argument("--split", choices=choices(DataConfig, "eval_split"), help="the split to score: test (auto: test where the "
                    "dataset has one, else val) or val; the run's data.eval_split otherwise")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a data setting for reading the dataset: data.strict, data.fold, data.folds, data.peak_frames, "
@@ -248,9 +244,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict, run: Path) -> None:
+    from dicefer.evaluation.report import evaluated_split
+
     d = report["disentanglement"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-    print(f"test accuracy {report['test']['accuracy']:.3f}  macro-F1 {report['test']['macro_f1']:.3f}  "
+    split = evaluated_split(report)
+    print(f"{split} accuracy {report[split]['accuracy']:.3f}  macro-F1 {report[split]['macro_f1']:.3f}  "
           f"MIG {fmt(d['mig'])}  identity probe E {fmt(d['identity_probe_accuracy_E'])} "
           f"I {fmt(d['identity_probe_accuracy_I'])}, whitened E {fmt(d.get('identity_probe_whitened_E'))} "
           f"I {fmt(d.get('identity_probe_whitened_I'))} (chance {fmt(d['chance_identity'])})")

@@ -5,20 +5,36 @@ Unknown keys are rejected everywhere so that a typo never silently trains with a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from dicefer.data.spec import DataSpec
 from dicefer.errors import ConfigError
 from dicefer.paths import shown
+from dicefer.retired import without_retired
 
 MAX_SIZE = 1024  # data.size: no face network here takes more
 MEMORY_LIMIT = 8 * 2**30  # bytes of rendered synthetic faces (uint8) a config may ask for
+
+# Every setting with a fixed set of values has one of these types: validation, --help and the code
+# that branches on the value read them from here.
+Method = Literal["dicefer", "supervised"]
+Backbone = Literal["resnet18", "mobilefacenet"]
+Estimator = Literal["dv", "jsd", "infonce"]
+Augment = Literal["paper", "flip", "none"]
+EvalSplit = Literal["auto", "val", "test"]
+Positives = Literal["batch", "pair"]
+GlobalCriticKind = Literal["code", "features"]
+L1Scale = Literal["raw", "whitened"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
+Schedule = Literal["constant", "cosine"]
 
 
 @dataclass
@@ -26,8 +42,8 @@ class DataConfig:
     spec: DataSpec = field(default_factory=DataSpec)  # --data: synthetic | rafdb:PATH | fer2013:PATH | ckplus:PATH | affectnet:PATH | oulu:PATH | folder:PATH
     size: int = 64                      # network input: faces are decoded once and resized to size x size
     grayscale: bool = True              # false: RGB
-    augment: str = "paper"              # paper: rotations -15..15 deg in 5-deg steps x h-flip | flip: h-flip only | none
-    eval_split: str = "auto"            # auto: test if the dataset has one, else val | val | test
+    augment: Augment = "paper"          # paper: rotations -15..15 deg in 5-deg steps x h-flip | flip: h-flip only | none
+    eval_split: EvalSplit = "auto"      # auto: test if the dataset has one, else val | val | test
     strict: bool = False                # stop at the first unreadable image instead of skipping it with a warning
     fold: int = 1                       # CK+, Oulu-CASIA: the subject-independent fold tested, 1..folds
     folds: int = 10                     # CK+, Oulu-CASIA: how many folds
@@ -44,7 +60,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"          # resnet18 | mobilefacenet: the encoders' network (models/backbones.py), which fixes the input's aspect and pixel scaling
+    backbone: Backbone = "resnet18"     # resnet18 | mobilefacenet: the encoders' network (models/backbones.py), which fixes the input's aspect and pixel scaling
     code_dim: int = 64                  # size of E and of I
     init: str = "random"                # random | imagenet (resnet18) | PATH of the backbone's weights (.pth, .pth.tar, .ckpt, .safetensors)
     maxpool: bool = True                # the stem's max-pool; false: twice the resolution in every block, for small faces
@@ -52,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class MIConfig:
-    estimator: str = "dv"               # dv (Donsker-Varadhan, MINE) | jsd | infonce
+    estimator: Estimator = "dv"         # dv (Donsker-Varadhan, MINE) | jsd | infonce
     mu: float = 0.5                     # weight of the global MI term
     nu: float = 1.0                     # weight of the local MI term
 
@@ -62,10 +78,10 @@ class Stage1Config:
     epochs: int = 20                    # Stage 1: the expression encoder E and its critics
     lr: float = 1e-4                    # Adam; also the baseline's, and a tenth of it for fine-tuning
     delta: float = 0.1                  # weight of the L1 consistency term |E_M - E_N|
-    global_critic: str = "code"         # code: T(M, E_N) scores E_M against E_N | features: Deep InfoMax on M's feature map (the paper)
-    positives: str = "batch"            # batch: every same-expression (image, code) pair of the batch | pair: the sampled partners (the paper)
+    global_critic: GlobalCriticKind = "code"  # code: T(M, E_N) scores E_M against E_N | features: Deep InfoMax on M's feature map (the paper)
+    positives: Positives = "batch"      # batch: every same-expression (image, code) pair of the batch | pair: the sampled partners (the paper)
     ce_weight: float = 0.0              # cross-entropy of a linear head on the code (0 = off, as in the paper)
-    l1_scale: str = "raw"               # raw: the paper's L1 | whitened: on batch-whitened codes, every direction alike
+    l1_scale: L1Scale = "raw"           # raw: the paper's L1 | whitened: on batch-whitened codes, every direction alike
     l1_after_mi: float | None = 0.0     # the L1 enters once the MI estimate exceeds this (nats); null: from the first step (the paper)
 
 
@@ -92,13 +108,13 @@ class SupervisedConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "dicefer"             # dicefer | supervised (the baseline: the same ResNet-18 and classifier, cross-entropy)
+    method: Method = "dicefer"          # dicefer | supervised (the baseline: the same ResNet-18 and classifier, cross-entropy)
     seed: int = 0                       # every random draw: initialisation, pairs, augmentation, the synthetic faces
     batch_size: int = 32                # pairs per step (2 x batch_size images); the baseline's batches hold as many images
-    lr_schedule: str = "constant"       # constant (the paper) | cosine: each stage's rates decay to 0 over its epochs
-    device: str = "auto"                # auto: CUDA if there is one | cpu | cuda
+    lr_schedule: Schedule = "constant"  # constant (the paper) | cosine: each stage's rates decay to 0 over its epochs
+    device: Device = "auto"             # auto: CUDA if there is one | cpu | cuda
     compile: bool = False               # torch.compile the encoders (worth it on a GPU for long runs)
-    precision: str = "auto"             # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32 | fp32 | bf16
+    precision: Precision = "auto"       # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32 | fp32 | bf16
     threads: int = 0                    # torch CPU threads; 0 = PyTorch's default
     checkpoint_steps: int = 0           # also checkpoint every N steps within an epoch; 0 = after every epoch only
     monitor: bool = False               # score the evaluation split after every epoch (metrics.jsonl); training is unchanged
@@ -120,14 +136,20 @@ class TrainConfig:
         return self.stage1.lr / 10
 
 
-def _read_presets() -> dict[str, dict[str, Any]]:
-    """presets/NAME.yaml: each a partial config over the defaults (docs/method-notes.md has their history)."""
+def _read_presets() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """presets/NAME.yaml: each a partial config over the defaults, and its summary, the file's first
+    comment paragraph (docs/method-notes.md has their history)."""
     folder = resources.files("dicefer") / "presets"
-    return {f.name[:-5]: yaml.safe_load(f.read_text()) for f in sorted(folder.iterdir(), key=lambda f: f.name[:-5])
-            if f.name.endswith(".yaml")}
+    presets, summaries = {}, {}
+    for f in sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name[:-5]):
+        text = f.read_text()
+        presets[f.name[:-5]] = yaml.safe_load(text)
+        first = itertools.takewhile(lambda line: line.startswith("#") and line.strip() != "#", text.splitlines())
+        summaries[f.name[:-5]] = " ".join(line.lstrip("# ").strip() for line in first)
+    return presets, summaries
 
 
-PRESETS: dict[str, dict[str, Any]] = _read_presets()
+PRESETS, PRESET_SUMMARIES = _read_presets()
 
 
 def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
@@ -247,7 +269,7 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {file} is not valid YAML: {' '.join(str(err).split())}") from None
         try:
-            cfg = _merge(cfg, _without_retired(loaded) if isinstance(loaded, dict) else loaded, "")
+            cfg = _merge(cfg, without_retired(loaded, Stage1Config.lr) if isinstance(loaded, dict) else loaded, "")
             validate(cfg)
         except ConfigError as err:
             raise ConfigError(f"config file {file}: {err}") from None
@@ -269,20 +291,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def validate(cfg: TrainConfig) -> None:
-    choices = {
-        "method": (cfg.method, ("dicefer", "supervised")),
-        "model.backbone": (cfg.model.backbone, ("resnet18", "mobilefacenet")),
-        "mi.estimator": (cfg.mi.estimator, ("dv", "jsd", "infonce")),
-        "data.augment": (cfg.data.augment, ("paper", "flip", "none")),
-        "data.eval_split": (cfg.data.eval_split, ("auto", "val", "test")),
-        "stage1.positives": (cfg.stage1.positives, ("batch", "pair")),
-        "stage1.global_critic": (cfg.stage1.global_critic, ("code", "features")),
-        "stage1.l1_scale": (cfg.stage1.l1_scale, ("raw", "whitened")),
-        "device": (cfg.device, ("auto", "cpu", "cuda")),
-        "precision": (cfg.precision, ("auto", "fp32", "bf16")),
-        "lr_schedule": (cfg.lr_schedule, ("constant", "cosine")),
-    }
-    for name, (value, valid) in choices.items():
+    for name, (value, valid) in _choices(cfg).items():
         if value not in valid:
             raise ConfigError(f"{name}={shown(value)} is not one of: {', '.join(valid)}")
     rates = {"stage1.lr": cfg.stage1.lr, "stage2.lr": cfg.stage2.lr, "stage2.disc_lr": cfg.stage2.disc_lr,
@@ -323,6 +332,23 @@ def validate(cfg: TrainConfig) -> None:
                           "give a face-recognition checkpoint (--init PATH) or --init random")
 
 
+def choices(section: type, name: str) -> tuple[str, ...]:
+    """The values a setting of a fixed set accepts (for --help and argparse), read from its type."""
+    return get_args(get_type_hints(section)[name])
+
+
+def _choices(obj: Any, where: str = "") -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """Every setting of a fixed set in `obj` and its sections: dotted name -> (value, accepted values)."""
+    found = {}
+    for name, hint in get_type_hints(type(obj)).items():
+        value, path = getattr(obj, name), f"{where}{name}"
+        if get_origin(hint) is Literal:
+            found[path] = (value, get_args(hint))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, DataSpec):
+            found.update(_choices(value, path + "."))
+    return found
+
+
 def _validate_synthetic(data: DataConfig) -> None:
     """What the synthetic benchmark needs, checked before anything is rendered or trained: the
     identity probes need two people in the test split and two images of each."""
@@ -350,33 +376,6 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a saved config exactly (no preset applied)."""
-    cfg = _merge(TrainConfig(), _without_retired(data), "")
+    cfg = _merge(TrainConfig(), without_retired(data, Stage1Config.lr), "")
     validate(cfg)
     return cfg
-
-
-# Settings of earlier versions, with the value that meant what this version does without them.
-RETIRED = {("data", "crop_padding"): 0, ("data", "whiten"): True, ("data", "confounded"): True, ("data", "cache_dir"): None,
-           ("model", "critic_dim"): 128, ("model", "classifier_hidden"): 256, ("model", "classifier_dropout"): 0.0,
-           ("mi", "ema"): 0.01, ("mi", "temperature"): 0.1, ("stage1", "variance_weight"): 0.0,
-           ("stage1", "l1_standardise"): False, ("stage1", "l1_relative"): False, ("stage3", "batch_size"): 256}
-
-
-def _without_retired(data: dict[str, Any]) -> dict[str, Any]:
-    """A config saved by an earlier version, read as this one: retired settings at their neutral value
-    are dropped (any other value is an error naming it), l1_whiten becomes l1_scale, and the learning
-    rates that now follow stage1.lr must have been what they follow. Anything else is left to _merge."""
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    section = lambda group: data[group] if isinstance(data.get(group), dict) else {}
-    for (group, key), neutral in RETIRED.items():
-        if key in section(group) and (value := section(group).pop(key)) != neutral and neutral is not None:
-            raise ConfigError(f"{group}.{key}={value!r}: this setting was retired (docs/method.md says why); "
-                              f"this version trains only as {group}.{key}={neutral!r} did")
-    stage1 = section("stage1")
-    if "l1_whiten" in stage1 and isinstance(stage1["l1_whiten"], bool):
-        stage1["l1_scale"] = "whitened" if stage1.pop("l1_whiten") else "raw"
-    lr = stage1.get("lr", Stage1Config.lr)
-    for group, key, follows, factor in (("supervised", "lr", "stage1.lr", 1), ("stage3", "finetune_lr", "stage1.lr / 10", 10)):
-        if key in section(group) and isinstance(lr, float) and section(group).pop(key) != lr / factor:
-            raise ConfigError(f"{group}.{key} was retired: it is now {follows}, and this config's differs")
-    return data

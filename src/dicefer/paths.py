@@ -5,6 +5,7 @@ writer's own mark), never by its name alone."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +55,21 @@ def output_folder(path: Path, flag: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {shown_path(path)} is not writable")
     return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

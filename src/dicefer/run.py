@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch import nn
 from dicefer.config import TrainConfig, from_dict, to_dict
 from dicefer.data.base import CLASSES
 from dicefer.errors import RunError
+from dicefer.paths import atomic_write, shown_path
 from dicefer.models.build import face_input, run_modules
 
 CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", "model.safetensors",
@@ -56,31 +55,30 @@ def written_by_a_run(path: Path) -> bool:
             return isinstance(cfg, dict) and (text.startswith(CONFIG_MARK) or set(cfg) == full - {"identity_reference"}
                                               or set(cfg) == full)
         if path.name == METRICS:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return all(isinstance(r, dict) and "stage" in r for r in rows)
+            return isinstance(read_metrics(path), list)
         with safe_open(str(path), framework="pt") as f:  # the weights and checkpoints: dicefer's metadata
             meta = f.metadata() or {}
         return "config" in meta or meta.get("format", "").startswith("dicefer-checkpoint")
-    except (OSError, ValueError, yaml.YAMLError, SafetensorError, UnidentifiedImageError):
+    except (OSError, ValueError, RunError, yaml.YAMLError, SafetensorError, UnidentifiedImageError):
         return False
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl, one per line. A last line cut short while it was written (a
+    crash) is left out; any other line that is not one of its records is a RunError naming it."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+            if number == len(lines) and line.startswith('{"stage": '):
+                break
+        if not isinstance(record, dict) or "stage" not in record:
+            raise RunError(f"{shown_path(path)}, line {number}: not a record of dicefer's training log")
+        records.append(record)
+    return records
 
 
 def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,

@@ -38,7 +38,8 @@ class FaceSet:
     """Decoded faces held in memory: uint8 images (N, H, W) for grayscale or (N, H, W, 3).
 
     `identity` is None when the dataset has no identity labels (FER2013, RAF-DB); `sources`
-    names where each image came from (a file, or a CSV line), for messages and inspection.
+    names where each image came from (a file, or a CSV line), for messages and inspection; `split`
+    is the dataset's name of the split (train, val, test), which the report keys its scores by.
     """
 
     images: np.ndarray
@@ -47,6 +48,7 @@ class FaceSet:
     name: str
     classes: tuple[str, ...] = CLASSES
     sources: tuple[str, ...] | None = None
+    split: str = "test"
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -79,4 +81,5 @@ class FaceSet:
             name or self.name,
             self.classes,
             None if self.sources is None else tuple(self.sources[i] for i in np.arange(len(self))[index]),
+            self.split,
         )

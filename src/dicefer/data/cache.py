@@ -26,6 +26,7 @@ log = logging.getLogger("dicefer")
 
 
 def default_cache_dir() -> Path:
+    """Where decoded datasets and rendered synthetic faces are kept: $DICEFER_CACHE, else ~/.cache/dicefer."""
     return Path(os.environ.get("DICEFER_CACHE") or Path.home() / ".cache" / "dicefer")
 
 

@@ -1,11 +1,12 @@
-"""A DataSpec -> (train, test) FaceSets: the embedded synthetic faces, or a dataset on disk.
+"""A DataSpec -> (train, evaluated) FaceSets: the embedded synthetic faces, or a dataset on disk.
 
 Every adapter under data/ turns its layout into Listings (sources and labels); decoding is the
-same for all of them and cached (data/cache.py). "test" is the split evaluated: the dataset's
-test split, or its validation split (data.eval_split).
+same for all of them and cached (data/cache.py). The evaluated split is the dataset's test split,
+or its validation split (data.eval_split); each FaceSet's `split` names it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,14 +40,15 @@ def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, Face
                               images_per_identity=data.images_per_identity, size=data.size,
                               min_intensity=data.min_intensity,
                               seed=cfg.seed if data.synthetic_seed is None else data.synthetic_seed)
-        return load_synthetic(faces, progress=progress)
+        train, test = load_synthetic(faces, progress=progress)
+        return dataclasses.replace(train, split="train"), test
     root = spec.root()
     splits = ADAPTERS[spec.name](root, data)
     if not splits.get("train"):
         raise DataError(f"{root}: no training images found for {spec.name}")
     evaluated = _evaluation_split(splits, data.eval_split, f"{spec.name}:{root}")
-    return tuple(decode_cached(splits[s], data.size, data.grayscale, default_cache_dir(), data.strict, progress)  # type: ignore[return-value]
-                 for s in ("train", evaluated))
+    return tuple(dataclasses.replace(decode_cached(splits[s], data.size, data.grayscale, default_cache_dir(), data.strict,  # type: ignore[return-value]
+                                                   progress), split=s) for s in ("train", evaluated))
 
 
 def _evaluation_split(splits: dict[str, Listing], wanted: str, spec: str) -> str:

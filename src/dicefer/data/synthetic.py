@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from dicefer.data.base import CLASSES, FaceSet
+from dicefer.data.cache import default_cache_dir
+from dicefer.paths import atomic_write
 
 # Bump whenever a change to the drawing changes the pixels, so that stale disk caches are not reused.
 RENDER_VERSION = 1
@@ -116,7 +116,7 @@ def load_synthetic(spec: SyntheticSpec, cache_dir: Path | None = None, progress:
     because rendering takes seconds and every experiment reloads the same benchmark."""
     key = _spec_key(spec)
     if key not in _MEMORY:
-        path = _cache_dir(cache_dir) / f"synthetic-{key}.npz"
+        path = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / f"synthetic-{key}.npz"
         _MEMORY[key] = _load_npz(path) if path.exists() else _render_and_store(spec, path, progress)
     # Copies, so that a caller normalising in place cannot corrupt the cache.
     return tuple(f.subset(np.arange(len(f))) for f in _MEMORY[key])  # type: ignore[return-value]
@@ -166,12 +166,6 @@ def _spec_key(spec: SyntheticSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _cache_dir(cache_dir: Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("DICEFER_CACHE") or Path.home() / ".cache" / "dicefer")
-
-
 def _load_npz(path: Path) -> tuple[FaceSet, FaceSet]:
     with np.load(path) as z:
         return tuple(  # type: ignore[return-value]
@@ -182,19 +176,14 @@ def _load_npz(path: Path) -> tuple[FaceSet, FaceSet]:
 
 def _render_and_store(spec: SyntheticSpec, path: Path, progress: bool) -> tuple[FaceSet, FaceSet]:
     train, test = _render_splits(spec, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{s}_{field}": getattr(f, field) for s, f in (("train", train), ("test", test))
               for field in ("images", "expression", "identity")}
-    # Temp file + os.replace: a concurrent reader sees either no file or a complete one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def store(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, store)  # a concurrent reader sees either no file or a complete one
     return train, test
 
 

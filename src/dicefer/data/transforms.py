@@ -11,7 +11,8 @@ from torchvision.transforms.v2 import functional as F
 from dicefer.data.images import resized
 
 PAPER_ANGLES = (-15, -10, -5, 0, 5, 10, 15)
-AUGMENTATIONS = ("paper", "flip", "none")
+# How pixels reach a network; the names are recorded in runs and exports. 'whiten' is per-image
+# standardising (the paper calls it whitening), not the whitening of codes in training/stages/.
 SCALINGS = ("whiten", "centred")
 
 
@@ -20,7 +21,7 @@ class FaceInput:
     """What an encoder takes, declared by its backbone (models/backbones.py) and the run's data
     settings: the face square as the dataset cache holds it (size x size), resized to size high and
     `width` wide, luma or RGB, pixels scaled by `scaling`: 'whiten' (per-image zero mean and unit
-    variance, as in the paper) or 'centred' ((pixel - 127.5) / 128, as face-recognition networks
+    variance, see standardise) or 'centred' ((pixel - 127.5) / 128, as face-recognition networks
     are trained). Training, evaluation, predict and an ONNX export all feed faces through this one
     object, so they cannot drift apart."""
 
@@ -48,11 +49,11 @@ class FaceInput:
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """float pixels in [0, 1] -> the network's input."""
-        return whiten(x) if self.scaling == "whiten" else (x * 255.0 - 127.5) / 128.0
+        return standardise(x) if self.scaling == "whiten" else (x * 255.0 - 127.5) / 128.0
 
 
-def whiten(x: torch.Tensor) -> torch.Tensor:
-    """Per-image whitening (zero mean, unit variance per image), as in the paper."""
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean and unit variance per image, as in the paper (which calls it whitening)."""
     dims = tuple(range(x.ndim - 3, x.ndim))
     mean = x.mean(dim=dims, keepdim=True)
     std = x.std(dim=dims, keepdim=True).clamp_min(1.0 / 255)

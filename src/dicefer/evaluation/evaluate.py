@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from dicefer.evaluation.report import write_report
 from dicefer.models import build
 from dicefer.models.codes import encode_faces
 from dicefer.paths import shown
-from dicefer.run import LoadedRun
+from dicefer.run import LoadedRun, read_metrics
 
 STAGE1_DIAGNOSTICS = ("mi_global", "mi_local", "code_std", "l1_pair", "l1_nonpair")
 
@@ -75,7 +74,8 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
         "dataset": str(cfg.data.spec),
         "method": cfg.method,
         "classes": list(classes),
-        "test": classification_metrics(test_set.expression, predicted, classes),
+        "evaluated_split": test_set.split,
+        test_set.split: classification_metrics(test_set.expression, predicted, classes),
         "train": classification_metrics(train_set.expression, predictions(e_train), classes),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed,
                                            np.eye(len(classes))[predicted]) | reading,
@@ -130,7 +130,7 @@ def run_summary(run_dir: Path, cfg: TrainConfig) -> dict:
     summary: dict = {"backbone": cfg.model.backbone, "input_size": cfg.data.size, "input_width": face.width,
                      "scaling": face.scaling, "batch_size": cfg.batch_size, "mi_estimator": cfg.mi.estimator, "seed": cfg.seed}
     log = Path(run_dir) / "metrics.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    records = read_metrics(log) if log.is_file() else []
     for stage in ("stage1", "stage2", "stage3", "finetune", "supervised"):
         rows = [r for r in records if r["stage"] == stage]
         if rows:

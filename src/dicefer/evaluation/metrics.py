@@ -123,7 +123,7 @@ def group_mutual_information_gap(groups: Mapping[str, np.ndarray], factors: Mapp
     return {"mig_group": mig, "per_factor": per_factor}
 
 
-def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, whiten: bool = False,
+def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, pca_whiten: bool = False,
                    repeats: int = 5) -> dict:
     """Linear-probe accuracy for reading identity off a code: high on I, near chance on a clean E.
 
@@ -136,7 +136,7 @@ def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, white
     common identity in the held-out half.
 
     By default each dimension is standardised before an L2-regularised logistic regression, so
-    identity carried by directions of small variance next to a dominant one reads low. whiten=True
+    identity carried by directions of small variance next to a dominant one reads low. pca_whiten=True
     first rotates to principal components scaled to unit variance (fitted on the training half),
     so the reading no longer depends on how the code's variance is spread: every linear direction
     counts alike.
@@ -150,7 +150,7 @@ def identity_probe(codes: np.ndarray, identity: np.ndarray, seed: int = 0, white
     x, y = np.asarray(codes)[keep], identity[keep]
     accuracy, chance = [], []
     for train, test in RepeatedStratifiedKFold(n_splits=2, n_repeats=repeats, random_state=seed).split(x, y):
-        scale = PCA(whiten=True, random_state=seed) if whiten else StandardScaler()
+        scale = PCA(whiten=True, random_state=seed) if pca_whiten else StandardScaler()
         probe = make_pipeline(scale, LogisticRegression(max_iter=3000)).fit(x[train], y[train])
         accuracy.append(probe.score(x[test], y[test]))
         chance.append(np.unique(y[test], return_counts=True)[1].max() / len(test))

@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dicefer.evaluation.metrics import embedding_2d
-from dicefer.run import FIGURE_MARK, REPORT_TITLE
+from dicefer.run import FIGURE_MARK, REPORT_TITLE, read_metrics
 
 DPI = 120
-SPLITS = ("test", "train")
+SPLITS = ("test", "val", "train")
 MAX_IDENTITY_LEGEND = 10
 
 
@@ -47,10 +47,15 @@ def write_report(
     if codes:
         _plot_embedding(out_dir / "embedding.png", codes, expression, identity, classes)
         figures.append("embedding.png")
-    rows = _read_metrics_log(metrics_log)
+    rows = read_metrics(metrics_log) if metrics_log is not None and Path(metrics_log).exists() else []
     if rows and _plot_training_curves(out_dir / "training_curves.png", rows):
         figures.append("training_curves.png")
     (out_dir / "report.md").write_text(_markdown(report, classes, figures))
+
+
+def evaluated_split(report: dict) -> str:
+    """The name of the split a report scored (test or val); reports before it was recorded scored "test"."""
+    return report.get("evaluated_split", "test")
 
 
 def _json_scalar(value: object) -> object:
@@ -94,8 +99,9 @@ def _markdown(report: dict, classes: list[str], figures: list[str]) -> str:
         lines += ["", f"## {split.capitalize()} confusion matrix", ""]
         confusion = report[split]["confusion"]
         lines += _table(["Actual \\ Predicted", *classes], [[c, *row] for c, row in zip(classes, confusion)])
-    if "test" in report:
-        lines += ["", "## Class-wise results (test)", "", *_classwise(report["test"])]
+    split = evaluated_split(report)
+    if split in report:
+        lines += ["", f"## Class-wise results ({split})", "", *_classwise(report[split])]
     lines += ["", "## Disentanglement", "", *_disentanglement(report.get("disentanglement") or {})]
     if report.get("run"):
         lines += ["", "## Run", ""]
@@ -239,21 +245,6 @@ def _scatter_by_label(ax: plt.Axes, xy: np.ndarray, labels: np.ndarray, palette:
     else:
         colours = [palette[int(k)] for k in labels]
     ax.scatter(xy[:, 0], xy[:, 1], s=5, c=colours, alpha=0.7, linewidths=0)
-
-
-def _read_metrics_log(path: Path | None) -> list[dict]:
-    """Parse the JSON-lines log; a line cut short by an interrupted run is skipped, not fatal."""
-    if path is None or not Path(path).exists():
-        return []
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 NOT_CURVES = {"epoch", "global_epoch", "time_s", "l1_active"}  # bookkeeping, not training curves

@@ -26,7 +26,8 @@ from dicefer.inference.backends import (
     import_onnxruntime,
 )
 from dicefer.inference.dense_convs import densify_small_maps
-from dicefer.run import LoadedRun, atomic_write
+from dicefer.paths import atomic_write
+from dicefer.run import LoadedRun
 
 OPSET = 17
 PARITY = 1e-3  # the largest probability difference from PyTorch an export may have

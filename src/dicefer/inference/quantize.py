@@ -34,11 +34,11 @@ class QuantizationCheck:
     max_difference: float     # largest difference of a probability
 
 
-def run_faces(run: LoadedRun, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` faces of the run's training ('train') or evaluation ('test') split, preprocessed as
-    evaluation does: float32 (n, C, S, S), and their labels."""
+def run_faces(run: LoadedRun, evaluated: bool, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `n` faces of the run's training split or (`evaluated`) the split it is scored on,
+    preprocessed as evaluation does: float32 (n, C, S, S), and their labels."""
     cfg = run.config
-    faces = load_dataset(cfg, progress=False)[0 if split == "train" else 1]
+    faces = load_dataset(cfg, progress=False)[int(evaluated)]
     keep = np.sort(np.random.default_rng(seed).permutation(len(faces.expression))[:n])
     dataset = evaluation_faces(faces.subset(keep), build.face_input(cfg))
     return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), faces.expression[keep]
@@ -58,7 +58,7 @@ def quantize_int8(run: LoadedRun, float_model: Path, out: Path, calibration_face
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise UserError("--int8 needs onnxruntime: pip install 'dicefer[onnx]'") from None
-    calibration = run_faces(run, "train", calibration_faces, seed=0)[0]
+    calibration = run_faces(run, False, calibration_faces, seed=0)[0]
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
@@ -81,7 +81,7 @@ def quantize_int8(run: LoadedRun, float_model: Path, out: Path, calibration_face
     model = onnx.load(str(out))
     onnx.helper.set_model_props(model, metadata | {"quantization": f"int8 static, calibrated on {len(calibration)} training faces"})
     onnx.save(model, str(out))
-    return compare(OnnxBackend(float_model), OnnxBackend(out), *run_faces(run, "test", check_faces, seed=1))
+    return compare(OnnxBackend(float_model), OnnxBackend(out), *run_faces(run, True, check_faces, seed=1))
 
 
 def compare(float_backend: OnnxBackend, int8_backend: OnnxBackend, x: np.ndarray, y: np.ndarray) -> QuantizationCheck:

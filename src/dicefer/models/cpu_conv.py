@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dicefer.data.cache import default_cache_dir
+
 SMALL_MAP = 16  # output positions (h * w) at or below which the matmul path is a candidate
 _choices: dict[str, bool] = {}  # shape key -> the matmul is faster on this machine
 
@@ -65,8 +67,7 @@ def machine_signature() -> str:
 
 def _store() -> Path:
     digest = hashlib.sha1(machine_signature().encode()).hexdigest()[:12]
-    root = Path(os.environ.get("DICEFER_CACHE") or Path.home() / ".cache" / "dicefer")
-    return root / f"conv_paths-{digest}.json"
+    return default_cache_dir() / f"conv_paths-{digest}.json"
 
 
 def _measure(x_shape, w_shape, stride, padding, dtype: torch.dtype, rounds: int = 5) -> bool:

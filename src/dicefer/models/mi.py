@@ -8,9 +8,12 @@ one rolled partner gives the estimators far more negatives for the same cost.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 from torch import nn
+
+from dicefer.config import Estimator
 
 
 def _code_net(code_dim: int, dim: int) -> nn.Sequential:
@@ -125,9 +128,9 @@ class MIEstimator(nn.Module):
     product of the marginals (independent items); by default every entry off the diagonal.
     """
 
-    def __init__(self, kind: str = "dv", ema: float = 0.01) -> None:
+    def __init__(self, kind: Estimator = "dv", ema: float = 0.01) -> None:
         super().__init__()
-        if kind not in ("dv", "jsd", "infonce"):
+        if kind not in get_args(Estimator):
             raise ValueError(f"unknown MI estimator {kind!r}")
         self.kind, self.ema = kind, ema
         self.register_buffer("log_ma", torch.tensor(float("nan")))

@@ -8,7 +8,7 @@ import os
 import logging
 import random
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,43 +16,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from dicefer.errors import RunError
-from dicefer.run import CHECKPOINT, PREVIOUS, atomic_write
+from dicefer.paths import atomic_write
+from dicefer.run import CHECKPOINT, PREVIOUS
 
 logger = logging.getLogger("dicefer")
 
-CHECKPOINT_FORMAT = "dicefer-checkpoint/1"
-
-
-class Stateful(Protocol):
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> Any: ...
-
-
-class Attributes:
-    """Plain attributes of an object as a state_dict (Stage 1's `l1_on` switch)."""
-
-    def __init__(self, obj: object, *names: str) -> None:
-        self.obj, self.names = obj, names
-
-    def state_dict(self) -> dict:
-        return {name: getattr(self.obj, name) for name in self.names}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.names:
-            setattr(self.obj, name, state[name])
-
-
-class GeneratorState:
-    """A torch.Generator as a state_dict (Stage 2's shuffles)."""
-
-    def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
-
-    def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
+CHECKPOINT_FORMAT = "dicefer-checkpoint/2"
+FORMAT_1 = "dicefer-checkpoint/1"  # each object of a stage under its own name; read as format 2 (_from_format_1)
 
 
 def save_checkpoint(path: Path, record: dict) -> None:
@@ -92,11 +62,30 @@ def load_checkpoint(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if meta.get("format") != CHECKPOINT_FORMAT:
+        if meta.get("format") not in (CHECKPOINT_FORMAT, FORMAT_1):
             raise RunError(f"{path} is not a dicefer training checkpoint (no '{CHECKPOINT_FORMAT}' metadata)")
-        return _unpack(json.loads(meta["record"]), load_file(str(path)))
+        record = _unpack(json.loads(meta["record"]), load_file(str(path)))
+        return _from_format_1(record) if meta["format"] == FORMAT_1 else record
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise RunError(f"{path} is not a readable dicefer checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+def _from_format_1(record: dict) -> dict:
+    """A checkpoint of an earlier version, whose state named each object of the stage apart
+    ("expression", "stage1.mi", "stage1.opt", "stage1.l1", "stage2.shuffles", ...), as the stage's
+    state_dict and its optimisers' states in order (the stage's own object names had it first)."""
+    stage, flat, optimizers = record["position"]["stage"], {}, []
+    for name, state in record["state"].items():
+        local = name.removeprefix(stage + ".")
+        if local in ("opt", "opt_disc"):
+            optimizers.append(state)
+        elif local == "l1":
+            flat["l1_active"] = torch.tensor(state["l1_on"])
+        elif local == "shuffles":
+            flat["_extra_state"] = state["state"]
+        else:
+            flat.update({f"{local}.{key}": value for key, value in state.items()})
+    return {**record, "state": {"stage": flat, "optimizers": optimizers}}
 
 
 def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:

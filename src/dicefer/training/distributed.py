@@ -74,24 +74,12 @@ def close(proc: Process) -> None:
         dist.destroy_process_group()
 
 
-class _DDP(DistributedDataParallel):
-    """DDP that also forwards plain attributes (Stage 1 reads `mi.mu`), so the stages need not know."""
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "module":  # not set yet (inside DDP's own __init__)
-                raise
-            return getattr(self.module, name)
-
-
 def wrap(module: nn.Module, proc: Process) -> nn.Module:
     """DistributedDataParallel around `module` when there are several processes, else `module`."""
     if not proc.distributed:
         return module
     ids = [proc.device] if proc.device.type == "cuda" else None
-    return _DDP(module, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 class AveragedGradients:

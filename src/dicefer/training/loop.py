@@ -7,19 +7,23 @@ import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler
 from tqdm.auto import tqdm
 
+from dicefer.config import Schedule
 from dicefer.errors import UserError
 from dicefer.training import distributed
-from dicefer.training.checkpoint import Stateful, capture_rng, restore_rng
+from dicefer.training.checkpoint import capture_rng, restore_rng
+
+if TYPE_CHECKING:
+    from dicefer.training.stages.base import Stage, StepResult
 
 
 class NonFiniteLoss(UserError):
@@ -32,9 +36,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int, where: str) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} after {where}; a checkpoint was saved")
         self.signum = signum
-
-
-Step = Callable[[tuple], tuple[list[tuple[torch.Tensor, torch.optim.Optimizer]], dict[str, float]]]
 
 
 @dataclass
@@ -56,18 +57,18 @@ class EpochTotals:
         return out
 
 
-def train_one_epoch(step: Step, batches: Iterable, stage: str, epoch: int, images_per_batch: Callable[[tuple], int],
-                    show_progress: bool = True, *, totals: EpochTotals | None = None,
-                    autocast: Callable[[], AbstractContextManager] = nullcontext,
-                    after_step: Callable[[EpochTotals], None] | None = None, length: int | None = None,
-                    before_step: Callable[[EpochTotals], None] | None = None) -> EpochTotals:
-    """Run `step` on every batch; it returns [(loss, optimizer), ...] and floats to log.
+def train_one_epoch(step: Callable[[tuple], StepResult], optimizers: Sequence[torch.optim.Optimizer], batches: Iterable,
+                    stage: str, epoch: int, images_per_batch: Callable[[tuple], int], show_progress: bool = True, *,
+                    totals: EpochTotals | None = None, autocast: Callable[[], AbstractContextManager] = nullcontext,
+                    move: Callable[[tuple], tuple] = tuple, after_step: Callable[[EpochTotals], None] | None = None,
+                    length: int | None = None, before_step: Callable[[EpochTotals], None] | None = None) -> EpochTotals:
+    """Run `step` on every batch (moved to the device by `move`): it returns one loss per optimiser and floats to log.
 
-    Each loss is back-propagated after zeroing its own optimiser's gradients (so Stage 2's
-    discriminator loss overwrites what the encoder's loss left in the discriminator), then all
-    optimisers step. `totals` continues an epoch resumed half-way; `before_step` sees the totals
-    before every step (learning-rate schedules), `after_step` after it (checkpoints, stop requests).
-    A non-finite term stops before any update.
+    Each loss is back-propagated, in the optimisers' order, after zeroing its own optimiser's
+    gradients (so Stage 2's discriminator loss overwrites what the encoder's loss left in the
+    discriminator), then all optimisers step. `totals` continues an epoch resumed half-way;
+    `before_step` sees the totals before every step (learning-rate schedules), `after_step` after it
+    (checkpoints, stop requests). A non-finite term stops before any update.
     """
     totals = totals or EpochTotals()
     bar = tqdm(batches, desc=f"{stage} epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True,
@@ -77,15 +78,17 @@ def train_one_epoch(step: Step, batches: Iterable, stage: str, epoch: int, image
         if before_step:
             before_step(totals)
         with autocast():
-            losses, logs = step(batch)
+            losses, logs = step(move(batch))
+        if len(losses) != len(optimizers):
+            raise ValueError(f"{stage}: a step returned {len(losses)} losses for {len(optimizers)} optimisers")
         bad = [f"'{term}' is {value}" for term, value in logs.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLoss(f"{stage}, epoch {epoch}, step {totals.batches}: {', '.join(bad)}; nothing was updated "
                                 "and the last checkpoint is intact; lower the learning rate or try --set mi.estimator=jsd")
-        for loss, opt in losses:
+        for loss, opt in zip(losses, optimizers):
             opt.zero_grad(set_to_none=True)
             loss.backward()
-        for _, opt in losses:
+        for opt in optimizers:
             opt.step()
         for k, v in logs.items():
             totals.sums[k] += v
@@ -132,37 +135,37 @@ class StopRequest:
 
 class StageRunner:
     """Runs each stage's epochs: checkpoints after every epoch (and every `every_steps` steps), stops
-    cleanly on a StopRequest, and continues a run from a checkpoint record in whichever stage it was.
+    cleanly on a StopRequest, sets the learning rates from the step (`schedule`), and continues a run
+    from a checkpoint record in whichever stage it was.
 
-    A checkpoint is taken inside a stage, after its objects were built; it holds `state` (everything
-    the stage needs to continue), the position (stage, epoch, step), the epoch's running sums, the
-    loader's shuffling state at the start of the epoch, and every rank's random states.
+    A checkpoint is taken inside a stage; it holds the stage's state_dict and its optimisers' (all
+    it needs to continue), the position (stage, epoch, step), the epoch's running sums, the loader's
+    shuffling state at the start of the epoch, and every rank's random states.
     """
 
     def __init__(self, proc: distributed.Process, log: MetricsLog, save: Callable[[dict], None], *,
                  every_steps: int = 0, stop: StopRequest | None = None, resume: dict | None = None,
-                 autocast: Callable[[], AbstractContextManager] = nullcontext, show_progress: bool = True,
-                 lr_schedule: str = "constant") -> None:
+                 autocast: Callable[[], AbstractContextManager] = nullcontext, move: Callable[[tuple], tuple] = tuple,
+                 show_progress: bool = True, schedule: Schedule = "constant") -> None:
         self.proc, self.log, self.save = proc, log, save
-        self.lr_schedule = lr_schedule
+        self.schedule = schedule
         self.every_steps, self.stop, self.resume = every_steps, stop or StopRequest(), resume
-        self.autocast, self.show_progress = autocast, show_progress
+        self.autocast, self.move, self.show_progress = autocast, move, show_progress
         self.completed: list[str] = list(resume["completed"]) if resume else []
 
-    def run(self, stage: str, epochs: int, step: Step, loader: DataLoader, images_per_batch: Callable[[tuple], int],
-            state: dict[str, Stateful], every_epoch: bool = True,
-            monitor: Callable[[], dict[str, float]] | None = None) -> None:
-        """every_epoch=False checkpoints only at the stage's end (and on a stop request): for stages whose
-        epochs take seconds, where writing the whole state after each would cost more than the epoch.
-        `monitor` adds its values to the epoch's line of metrics.jsonl (when the epoch is checkpointed)."""
-        if stage in self.completed:  # finished before the checkpoint being resumed: take its results
-            for name, obj in state.items():
-                if name in self.resume["state"]:
-                    obj.load_state_dict(self.resume["state"][name])
+    def run(self, stage: Stage, monitor: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]] | None = None
+            ) -> None:
+        """Train `stage` for its epochs. `monitor` adds its values for the stage's scored (encoder, head)
+        to the epoch's line of metrics.jsonl (when the epoch is checkpointed)."""
+        if stage.name in self.completed:  # ended before the checkpoint being resumed: take the networks it passes on
+            stage.load_shared(self.resume["state"]["stage"])
             return
+        loader, epochs, optimizers = stage.loader, stage.epochs, stage.optimizers
+        base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
         first, start, totals = 0, 0, None
         if self.resume is not None:
-            first, start, totals = self._restore(stage, loader, state)
+            first, start, totals = self._restore(stage)
+        scored = stage.scored() if monitor else None
         for epoch in range(first, epochs):
             for obj in (loader.batch_sampler.sampler, loader.dataset):
                 if hasattr(obj, "set_epoch"):
@@ -177,50 +180,52 @@ class StageRunner:
                 signum = int(distributed.all_max(self.stop.signum, self.proc))
                 due = self.every_steps and totals.batches % self.every_steps == 0 and totals.batches < len(loader)
                 if signum or due:
-                    self._checkpoint(stage, epoch, totals, order, loader, state)
+                    self._checkpoint(stage, epoch, totals, order)
                 if signum:
-                    raise Interrupted(signum, f"{stage}, epoch {epoch}, step {totals.batches}")
+                    raise Interrupted(signum, f"{stage.name}, epoch {epoch}, step {totals.batches}")
 
             def before_step(totals: EpochTotals, epoch: int = epoch) -> None:
-                if self.lr_schedule == "cosine":
-                    optimisers = [obj for obj in state.values() if hasattr(obj, "param_groups")]
-                    cosine_lr(optimisers, epoch * len(loader) + totals.batches, epochs * len(loader))
+                done, total = epoch * len(loader) + totals.batches, epochs * len(loader)
+                for opt, bases in zip(optimizers, base_lrs):
+                    for group, base in zip(opt.param_groups, bases):
+                        group["lr"] = scheduled_lr(base, done, total, self.schedule)
 
-            totals = train_one_epoch(step, batches, stage, epoch, images_per_batch, self.show_progress, totals=totals,
-                                     autocast=self.autocast, after_step=after_step, length=len(loader),
-                                     before_step=before_step)
+            totals = train_one_epoch(stage.step, optimizers, batches, stage.name, epoch, stage.images, self.show_progress,
+                                     totals=totals, autocast=self.autocast, move=self.move, after_step=after_step,
+                                     length=len(loader), before_step=before_step)
             means = totals.means(self.proc)
-            if monitor and (every_epoch or epoch + 1 == epochs):
-                means.update(monitor())
-            self.log.write(stage, epoch, means)
-            if self.show_progress and (every_epoch or epoch + 1 == epochs):
-                tqdm.write(epoch_summary(stage, epoch, epochs, means))
-            if every_epoch or epoch + 1 == epochs:
-                next_order = loader.generator.get_state() if loader.generator is not None else None
-                self._checkpoint(stage, epoch + 1, None, next_order, loader, state)
+            checkpointed = stage.every_epoch or epoch + 1 == epochs
+            if scored and checkpointed:
+                means.update(monitor(*scored))
+            self.log.write(stage.name, epoch, means)
+            if self.show_progress and checkpointed:
+                tqdm.write(epoch_summary(stage.name, epoch, epochs, means))
+            if checkpointed:
+                self._checkpoint(stage, epoch + 1, None, loader.generator.get_state() if loader.generator is not None else None)
             start, totals = 0, None
-        self.completed.append(stage)
+        self.completed.append(stage.name)
 
-    def _checkpoint(self, stage: str, epoch: int, totals: EpochTotals | None, order: torch.Tensor | None,
-                    loader: DataLoader, state: dict[str, Stateful]) -> None:
-        rng = distributed.gather(capture_rng(loader.dataset), self.proc)
+    def _checkpoint(self, stage: Stage, epoch: int, totals: EpochTotals | None, order: torch.Tensor | None) -> None:
+        rng = distributed.gather(capture_rng(stage.loader.dataset), self.proc)
         if not self.proc.is_main:
             return
         self.save({
-            "position": {"stage": stage, "epoch": epoch, "step": totals.batches if totals else 0},
+            "position": {"stage": stage.name, "epoch": epoch, "step": totals.batches if totals else 0},
             "completed": self.completed, "world_size": self.proc.world_size, "log_lines": self.log.lines,
             "totals": totals and {**vars(totals), "sums": dict(totals.sums)}, "loader_order": order,
-            "state": {name: obj.state_dict() for name, obj in state.items()}, "rng": rng,
+            "state": {"stage": stage.state_dict(), "optimizers": [opt.state_dict() for opt in stage.optimizers]},
+            "rng": rng,
         })
 
-    def _restore(self, stage: str, loader: DataLoader, state: dict[str, Stateful]) -> tuple[int, int, EpochTotals | None]:
+    def _restore(self, stage: Stage) -> tuple[int, int, EpochTotals | None]:
         """Load the checkpoint of this stage; returns (epoch, step, running sums) to continue from."""
         record, self.resume = self.resume, None
-        position = record["position"]
-        for name, obj in state.items():
-            obj.load_state_dict(record["state"][name])
+        position, state = record["position"], record["state"]
+        stage.load_state_dict(state["stage"])
+        for opt, saved in zip(stage.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
         if record["loader_order"] is not None:
-            loader.generator.set_state(record["loader_order"])
+            stage.loader.generator.set_state(record["loader_order"])
         self._resumed_rng = record["rng"][self.proc.rank]
         if not position["step"]:  # at an epoch boundary: as before that epoch's loader started
             restore_rng(self._resumed_rng)
@@ -230,13 +235,12 @@ class StageRunner:
         return position["epoch"], position["step"], totals
 
 
-def cosine_lr(optimisers: Iterable, done: int, total: int) -> None:
-    """Set every learning rate to its initial value times (1 + cos(pi * done / total)) / 2. The
-    initial value is kept in the optimiser's param groups, so a resumed run continues the curve."""
-    for opt in optimisers:
-        for group in opt.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * 0.5 * (1 + math.cos(math.pi * done / total))
+def scheduled_lr(base: float, step: int, total: int, schedule: Schedule) -> float:
+    """The learning rate at step `step` of a stage's `total`, from the rate it was built with
+    (nanoGPT's get_lr, DINO's schedules): constant, or cosine from `base` down to 0."""
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * step / total))
+    return base
 
 
 def epoch_summary(stage: str, epoch: int, epochs: int, means: dict[str, float]) -> str:
