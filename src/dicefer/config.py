@@ -271,15 +271,21 @@ def build_config(preset: str | None = "demo", file: Path | None = None, override
         try:
             cfg = _merge(cfg, without_retired(loaded, Stage1Config.lr) if isinstance(loaded, dict) else loaded, "")
             validate(cfg)
+            _check_files(cfg)
         except ConfigError as err:
             raise ConfigError(f"config file {file}: {err}") from None
     cfg = apply_overrides(cfg, overrides)
-    # Checked here, not in validate: a saved run stays loadable after its init file has moved.
-    if cfg.model.init not in ("random", "imagenet") and not Path(cfg.model.init).expanduser().is_file():
-        raise ConfigError(f"model.init={cfg.model.init!r} is neither random, imagenet nor an existing weights file")
-    if cfg.identity_reference is not None and not Path(cfg.identity_reference).expanduser().is_file():
-        raise ConfigError(f"identity_reference={cfg.identity_reference!r} is not an existing weights file")
+    _check_files(cfg)
     return cfg
+
+
+def _check_files(cfg: TrainConfig) -> None:
+    """The files a config names exist. Checked when a config is built, not in validate: a saved run
+    stays loadable after its init file has moved."""
+    if cfg.model.init not in ("random", "imagenet") and not Path(cfg.model.init).expanduser().is_file():
+        raise ConfigError(f"model.init={shown(cfg.model.init)} is neither random, imagenet nor an existing weights file")
+    if cfg.identity_reference is not None and not Path(cfg.identity_reference).expanduser().is_file():
+        raise ConfigError(f"identity_reference={shown(cfg.identity_reference)} is not an existing weights file")
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
