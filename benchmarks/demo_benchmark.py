@@ -124,7 +124,7 @@ def write_doc(args, reports: dict, wall: dict, speed: dict) -> None:
         (f"Measured {time.strftime('%Y-%m-%d')} on {machine_signature().replace('|', ', ')}, CPU only, "
         f"{precision_name('cpu', cfg.precision)}. "
         f"Input {cfg.data.size}x{cfg.data.size} grayscale, {cfg.data.train_identities} training identities "
-        f"(confounded: {cfg.data.confounded}), {cfg.data.test_identities} unseen test identities. "
+        f"(confounded with expression), {cfg.data.test_identities} unseen test identities. "
         "Produced by `benchmarks/demo_benchmark.py`."),
         "",
         ("| method | test accuracy (unseen identities) | macro-F1 | train accuracy | MIG | identity probe on E | identity probe on I | "

@@ -102,3 +102,34 @@ def test_choice_is_measured_once_stored_and_leaves_the_random_stream_alone(fresh
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "DICEFER_CACHE": str(fresh_store)}).stdout
     assert out.strip() == str(choice)
+
+
+def test_under_bf16_autocast_the_matmul_path_gives_autocasts_gradients(matmul_everywhere):
+    """Under autocast the small-map path computes in bf16, as autocast's convolution does: the same
+    output and gradients to bf16 rounding, a gradient of the fp32 weight's own type."""
+    torch.manual_seed(0)
+    ref = nn.Conv2d(64, 32, 3, padding=1, bias=False)
+    fast = use_small_map_convs(nn.Sequential(nn.Conv2d(64, 32, 3, padding=1, bias=False)))[0]
+    fast.weight.data.copy_(ref.weight.data)
+    x = torch.randn(16, 64, 2, 2)
+    grads = []
+    for conv in (ref, fast):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        assert out.dtype == torch.bfloat16
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append(conv.weight.grad)
+    assert grads[1].dtype == torch.float32
+    assert torch.allclose(grads[0], grads[1], rtol=0.05, atol=0.05 * grads[0].abs().max().item())
+
+
+def test_under_autocast_the_old_path_can_be_kept(monkeypatch, matmul_everywhere):
+    calls = []
+    monkeypatch.setattr(cpu_conv._SmallMapConv, "apply", lambda *a: calls.append(a) or nn.functional.conv2d(a[0], a[1], None, a[2], a[3]))
+    conv = use_small_map_convs(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False)))[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(torch.randn(1, 2, 2, 2))
+        assert len(calls) == 1 and calls[0][0].dtype == calls[0][1].dtype == torch.bfloat16
+        conv.under_autocast = False
+        conv(torch.randn(1, 2, 2, 2))
+    assert len(calls) == 1

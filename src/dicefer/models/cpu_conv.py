@@ -119,16 +119,29 @@ def _save(path: Path) -> None:
 
 class SmallMapConv2d(nn.Conv2d):
     """nn.Conv2d (no bias, no groups, no dilation) whose weight gradient on small maps is a matmul
-    where that is faster on this machine."""
+    where that is faster on this machine, in fp32 and under bf16 autocast alike (`under_autocast`:
+    False keeps PyTorch's convolution under autocast, as dicefer did before 2026-12-06).
+
+    Under autocast the input and weight are cast to the autocast type here, as autocast would cast
+    them for a convolution, so the matmul runs in that type too; the weight's gradient flows back
+    through the cast to the fp32 weight."""
+
+    under_autocast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = (x.shape[-2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         w = (x.shape[-1] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-        if (h * w > SMALL_MAP or not (torch.is_grad_enabled() and self.weight.requires_grad)
-                or torch.is_autocast_enabled(x.device.type)
-                or not matmul_is_faster(x.shape, self.weight.shape, self.stride, self.padding, x.dtype)):
+        if h * w > SMALL_MAP or not (torch.is_grad_enabled() and self.weight.requires_grad):
             return super().forward(x)
-        return _SmallMapConv.apply(x, self.weight, self.stride, self.padding)
+        weight = self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            if not self.under_autocast:
+                return super().forward(x)
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+        if not matmul_is_faster(x.shape, weight.shape, self.stride, self.padding, x.dtype):
+            return super().forward(x)
+        return _SmallMapConv.apply(x, weight, self.stride, self.padding)
 
 
 def _convertible(conv: nn.Module) -> bool:
