@@ -7,12 +7,12 @@ is the plain `--seed D` run; then it writes a table of every run and, per set of
 difference DICE-FER minus baseline, to docs/benchmarks.md.
 
     python benchmarks/seed_spread.py --data-seeds 2 3 [--models 4] [--preset demo]
-        [--runs runs/seed-spread] [--jobs 2]
+        [--runs runs/seed-spread] [--jobs 2] [--label NAME]
 
 Runs go to RUNS/{method}-d{D}-m{M} with one thread each, `--jobs` side by side; finished runs
 (report.json present) are read, not retrained, so the script can be stopped and run again. Over
 every (D, M) pair it also gives the mean paired difference with a 95 % t-interval, and plots each
-run's accuracy and identity on E to docs/seed-spread-{preset}.png.
+run's accuracy and identity on E to docs/seed-spread-{label or preset}.png.
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def write_doc(args, reports: dict) -> None:
     lines += ["", paired_summary(gaps)]
     figure = plot_spread(args, reports)
     lines += ["", f"![Each run's test accuracy and identity on E]({figure.relative_to(ROOT / 'docs')})"]
-    write_block(f"seed-spread-{args.preset}", lines)
+    write_block(f"seed-spread-{args.label or args.preset}", lines)
 
 
 def accuracy(report: dict) -> float:
@@ -149,7 +149,7 @@ def plot_spread(args, reports: dict) -> Path:
     axes[1, 0].set_ylabel("identity probe on the code")
     axes[1, 0].legend(fontsize=8)
     fig.tight_layout()
-    path = ROOT / "docs" / f"seed-spread-{args.preset}.png"
+    path = ROOT / "docs" / f"seed-spread-{args.label or args.preset}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "seed-spread", help="where runs go, and are reused from")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--label", help="names its block of docs/benchmarks.md and its figure (default: the preset)")
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     write_doc(args, run_all(args))
