@@ -32,6 +32,7 @@ class Stage(nn.Module):
     name: ClassVar[str]
     every_epoch: ClassVar[bool] = True  # checkpoint after every epoch; False: only at the stage's end
     saves: ClassVar[tuple[str, ...]] = ()  # the networks model.safetensors holds once the stage has ended
+    images_per_item: ClassVar[int] = 1  # 2 for stages on pairs: both images of a pair pass the encoder
     optimizers: tuple[torch.optim.Optimizer, ...]
     loader: DataLoader
     epochs: int
@@ -41,7 +42,7 @@ class Stage(nn.Module):
 
     def images(self, batch: tuple[torch.Tensor, ...]) -> int:
         """Images one batch puts through the encoder (for images/s)."""
-        return len(batch[0])
+        return self.images_per_item * len(batch[0])
 
     def scored(self) -> tuple[nn.Module, nn.Module] | None:
         """(encoder, head) whose accuracy `monitor` logs after an epoch; None for a stage without a head."""

@@ -21,6 +21,7 @@ class Finetune(Stage):
     would pull it back in. Learning rate: a tenth of Stage 1's."""
 
     name = "finetune"
+    images_per_item = 2
     saves = ("expression", "identity", "classifier")
 
     def __init__(self, setup: Setup) -> None:
@@ -32,9 +33,6 @@ class Finetune(Stage):
         self.delta, self.l1_scale = cfg.stage3.finetune_delta, cfg.stage1.l1_scale
         self.optimizers = (adam([*self.expression.parameters(), *self.classifier.parameters()], lr=cfg.finetune_lr),)
         self.net = SimpleNamespace(expression=setup.trained(self.expression), classifier=setup.ddp(self.classifier))
-
-    def images(self, batch: tuple[torch.Tensor, ...]) -> int:
-        return 2 * len(batch[0])
 
     def scored(self):
         return self.expression, self.classifier

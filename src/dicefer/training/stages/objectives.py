@@ -2,7 +2,7 @@
 shuffle adversary. Pure functions and modules: no optimisers, no I/O, no collectives."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ class MITerm(nn.Module):
     def __init__(self, feature_channels: int, code_dim: int, estimator: Estimator, mu: float, nu: float,
                  global_critic: GlobalCriticKind = "features") -> None:
         super().__init__()
-        if global_critic not in ("code", "features"):
+        if global_critic not in get_args(GlobalCriticKind):
             raise ValueError(f"unknown global critic {global_critic!r}")
         self.global_kind = global_critic
         self.global_critic = (CodeCritic(code_dim) if global_critic == "code" else GlobalCritic(feature_channels, code_dim))
@@ -57,7 +57,7 @@ class MITerm(nn.Module):
 
 def consistency_l1(codes: torch.Tensor, b: int, scale: L1Scale = "raw") -> torch.Tensor:
     """Mean |E_M - E_N| over the pairs (codes = [E_M; E_N]), raw or on batch-whitened codes (see batch_whiten)."""
-    if scale not in ("raw", "whitened"):
+    if scale not in get_args(L1Scale):
         raise ValueError(f"unknown L1 scale {scale!r}")
     if scale == "whitened":
         codes = batch_whiten(codes)
@@ -90,7 +90,7 @@ def partners(b: int, device: torch.device) -> torch.Tensor:
 
 def joint_mask(y: torch.Tensor, positives: Positives) -> torch.Tensor:
     """(2B, 2B) mask over [M; N] images x [M; N] codes marking the joint samples of I(M; E_N)."""
-    if positives not in ("batch", "pair"):
+    if positives not in get_args(Positives):
         raise ValueError(f"unknown positives {positives!r}")
     if positives == "pair":
         return partners(len(y), y.device)

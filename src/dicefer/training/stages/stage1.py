@@ -43,6 +43,7 @@ class Stage1(Stage):
     """
 
     name = "stage1"
+    images_per_item = 2
     saves = ("expression",)
 
     def __init__(self, setup: Setup) -> None:
@@ -59,9 +60,6 @@ class Stage1(Stage):
                                    head=setup.ddp(self.head) if s.ce_weight else self.head)
         self.optimizers = (adam([*self.expression.parameters(), *self.mi.parameters(), *self.head.parameters()],
                                 lr=s.lr),)
-
-    def images(self, batch: tuple[torch.Tensor, ...]) -> int:
-        return 2 * len(batch[0])  # both images of every pair pass the encoder
 
     def scored(self):
         return (self.expression, self.head) if self.ce_weight else None

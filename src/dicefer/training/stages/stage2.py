@@ -23,6 +23,7 @@ class Stage2(Stage):
     """
 
     name = "stage2"
+    images_per_item = 2
 
     def __init__(self, setup: Setup) -> None:
         super().__init__()
@@ -43,9 +44,6 @@ class Stage2(Stage):
 
     def set_extra_state(self, state: torch.Tensor) -> None:
         self.shuffles.set_state(state)
-
-    def images(self, batch: tuple[torch.Tensor, ...]) -> int:
-        return 2 * len(batch[0])
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> StepResult:
         self.identity.train(); self.mi.train(); self.disc.train()
