@@ -19,7 +19,7 @@ import torch
 from demo_benchmark import precision_name, stage_steps, write_block
 
 from dicefer.config import build_config
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 from dicefer.training.accelerator import Accelerator
 
 CASES = {  # label: (preset, overrides)

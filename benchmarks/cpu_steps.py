@@ -24,7 +24,7 @@ from demo_benchmark import ROOT, stage_steps, write_block
 from torch.profiler import ProfilerActivity, profile
 
 from dicefer.config import build_config
-from dicefer.models.cpu_conv import SmallMapConv2d, machine_signature
+from dicefer.models.cpu_layers import PATHS, ChannelsLastMaxPool2d, SmallMapConv2d, machine_signature
 from dicefer.training.accelerator import Accelerator, cpu_has_native_bf16
 
 
@@ -34,12 +34,15 @@ class Variant:
     channels_last: bool = False
     small_map: bool = True
     small_map_under_autocast: bool = True  # False: as dicefer ran before 2026-12-06
+    small_map_paths: tuple[str, ...] = PATHS  # ("conv", "matmul_grad"): as dicefer ran on 2026-12-06
+    channels_last_pool: bool = True  # False: as dicefer ran until 2026-12-06
     threads: int = 0  # 0: torch's default
     compile: bool = False
 
 
 VARIANTS = {
-    "before": Variant(small_map_under_autocast=False),
+    "before": Variant(small_map_under_autocast=False, small_map_paths=("conv", "matmul_grad"), channels_last_pool=False),
+    "matmul-grad": Variant(small_map_paths=("conv", "matmul_grad"), channels_last_pool=False),
     "today": Variant(),
     "fp32": Variant(precision="fp32"),
     "bf16": Variant(precision="bf16"),
@@ -60,9 +63,12 @@ class VariantAccelerator(Accelerator):
 
     def module(self, module: torch.nn.Module) -> torch.nn.Module:
         module = super().module(module) if self.variant.small_map else module
-        for conv in module.modules():
-            if isinstance(conv, SmallMapConv2d):
-                conv.under_autocast = self.variant.small_map_under_autocast
+        for layer in module.modules():
+            if isinstance(layer, SmallMapConv2d):
+                layer.under_autocast = self.variant.small_map_under_autocast
+                layer.allowed = self.variant.small_map_paths
+            elif isinstance(layer, ChannelsLastMaxPool2d):
+                layer.channels_last = self.variant.channels_last_pool
         return module.to(memory_format=torch.channels_last) if self.variant.channels_last else module
 
     def move(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -142,7 +148,9 @@ def main() -> None:
              f"{args.rounds} rounds of {args.steps} steps, cases interleaved, medians; "
              f"{time.perf_counter() - started:.0f} s in all. `today` is what `dicefer train` runs on this CPU "
              f"(precision auto); `before` the same until 2026-12-06, when under bf16 autocast the small-map "
-             f"convolutions still took PyTorch's weight gradient. Produced by `benchmarks/cpu_steps.py`.", "",
+             f"convolutions still took PyTorch's weight gradient; `matmul-grad` the small-map weight gradient "
+             f"under autocast too (dicefer on 2026-12-06 until the im2col path and the channels_last max "
+             f"pool). Produced by `benchmarks/cpu_steps.py`.", "",
              f"| variant | Stage 1 images/s | Stage 2 | baseline | Stage 1 against {first} |", "|---|---|---|---|---|"]
     for name in dict.fromkeys(name for name, _ in cases):
         s1, s2, sup = (speed[name, stage] for stage in ("stage1", "stage2", "supervised"))

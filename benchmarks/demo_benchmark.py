@@ -33,7 +33,7 @@ from dicefer.config import build_config
 from dicefer.data.base import FaceSet
 from dicefer.data.torch_datasets import resize_all
 from dicefer.models import build
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 from dicefer.pipeline import train_and_evaluate
 from dicefer.training.accelerator import Accelerator
 from dicefer.training.distributed import Process

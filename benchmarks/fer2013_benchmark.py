@@ -34,7 +34,7 @@ from demo_benchmark import ROOT, precision_name, write_block
 from scipy import stats
 
 from dicefer.evaluation.report import evaluated_split
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 from dicefer.run import read_metrics
 
 RUNS = ROOT / "docs" / "fer2013"

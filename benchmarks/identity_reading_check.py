@@ -21,7 +21,7 @@ from demo_benchmark import ROOT, write_block
 from scipy.stats import spearmanr
 
 from dicefer.config import build_config
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 from dicefer.pipeline import train_and_evaluate
 
 CASIA = ROOT.parent / "shared" / "models" / "mobilefacenet_casia_webface.ckpt"

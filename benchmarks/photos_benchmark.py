@@ -24,7 +24,7 @@ from PIL import Image
 
 from dicefer.data.base import canonical_class
 from dicefer.inference.framing import CANVAS, FACE_SIDE, in_frame
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 
 SHARED = ROOT.parent / "shared"
 YUNET = SHARED / "models" / "face_detection_yunet_2026may.onnx"

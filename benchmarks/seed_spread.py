@@ -33,7 +33,7 @@ from demo_benchmark import ROOT, write_block
 from scipy import stats
 
 from dicefer.evaluation.report import evaluated_split
-from dicefer.models.cpu_conv import machine_signature
+from dicefer.models.cpu_layers import machine_signature
 
 METHODS = ("supervised", "dicefer")
 

@@ -2,7 +2,7 @@
 
 On the CPU the layout stays the default, data loads in the main process and a run resumes bit
 for bit; convolutions on small maps may compute their weight gradient as a matmul, where this
-machine measured that faster (models/cpu_conv.py). bf16 autocast is on by default only where the
+machine measured that faster, and max pools in channels_last (models/cpu_layers.py). bf16 autocast is on by default only where the
 CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, many times slower
 than fp32 (docs/benchmarks.md has the figures).
 """
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import get_worker_info
 
-from dicefer.models.cpu_conv import use_small_map_convs
+from dicefer.models.cpu_layers import use_fast_cpu_layers
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Accelerator:
         """Move to the device; on CUDA convolutions run faster in channels_last, on the CPU with
         the small-map weight gradient."""
         module = module.to(self.device)
-        return module.to(memory_format=torch.channels_last) if self.cuda else use_small_map_convs(module)
+        return module.to(memory_format=torch.channels_last) if self.cuda else use_fast_cpu_layers(module)
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """torch.compile when asked (--compile); the first steps then pay for compilation."""
