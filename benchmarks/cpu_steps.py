@@ -57,8 +57,8 @@ VARIANTS = {
 class VariantAccelerator(Accelerator):
     """The CPU accelerator training uses, with the variant's memory format and convolution choice."""
 
-    def __init__(self, variant: Variant) -> None:
-        super().__init__(torch.device("cpu"), variant.compile, variant.precision)
+    def __init__(self, variant: Variant, precision: str) -> None:
+        super().__init__(torch.device("cpu"), variant.compile, precision)
         object.__setattr__(self, "variant", variant)
 
     def module(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -83,9 +83,9 @@ def build_cases(preset: str, names: list[str]) -> tuple[dict, int]:
         variant = VARIANTS[name]
         if variant.precision == "bf16" and not cpu_has_native_bf16():
             continue
-        cfg = build_config(preset, None, [f"precision={variant.precision}"])
+        cfg = build_config(preset, None, [] if variant.precision == "auto" else [f"precision={variant.precision}"])
         torch.manual_seed(0)
-        steps, images = stage_steps(cfg, VariantAccelerator(variant))
+        steps, images = stage_steps(cfg, VariantAccelerator(variant, cfg.precision))
         for stage, step in steps.items():
             cases[name, stage] = (variant, step)
     return cases, images
@@ -147,7 +147,7 @@ def main() -> None:
              f"of the preset's input ({cfg.data.size} px, batch {cfg.batch_size} pairs, {images} images a step), "
              f"{args.rounds} rounds of {args.steps} steps, cases interleaved, medians; "
              f"{time.perf_counter() - started:.0f} s in all. `today` is what `dicefer train` runs on this CPU "
-             f"(precision auto); `before` the same until 2026-12-06, when under bf16 autocast the small-map "
+             f"(the preset's precision); `before` the same until 2026-12-06, when under bf16 autocast the small-map "
              f"convolutions still took PyTorch's weight gradient; `matmul-grad` the small-map weight gradient "
              f"under autocast too (dicefer on 2026-12-06 until the im2col path and the channels_last max "
              f"pool). Produced by `benchmarks/cpu_steps.py`.", "",
