@@ -141,7 +141,7 @@ def main() -> None:
     cpu = machine_signature().split("|")[0]
     cfg = build_config(args.preset)
     lines = [f"## Training steps on a CPU, `{args.preset}` preset: what each setting buys", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({default_threads} threads unless a variant says "
+             f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({default_threads} thread{'s' if default_threads > 1 else ''} unless a variant says "
              f"otherwise, bf16 in hardware: {cpu_has_native_bf16()}), torch {torch.__version__}; full training "
              f"steps (forward, backward, optimisers, as the training loop takes them) of each stage on random faces "
              f"of the preset's input ({cfg.data.size} px, batch {cfg.batch_size} pairs, {images} images a step), "
