@@ -56,6 +56,8 @@ class DataConfig:
     images_per_identity: int = 50       # synthetic: images of each person
     min_intensity: float = 0.25         # synthetic: expression intensity is U(min_intensity, 1); low = classes overlap
     synthetic_seed: int | None = None   # synthetic: the faces' seed; null: --seed (fix it to vary only the model's seed)
+    calibration_holdout: float = 0.0    # share of train held out, never trained on, to fit the probabilities' temperature
+                                        # where no split is free for it (val is, when test is scored); 0: keep them uncalibrated
 
 
 @dataclass
@@ -331,6 +333,8 @@ def validate(cfg: TrainConfig) -> None:
     seed = cfg.data.synthetic_seed
     if seed is not None and (type(seed) is not int or not 0 <= seed < 2**32):
         raise ConfigError(f"data.synthetic_seed={seed!r}: expected a non-negative integer, or null to follow --seed")
+    if not 0 <= cfg.data.calibration_holdout <= 0.5:
+        raise ConfigError(f"data.calibration_holdout={cfg.data.calibration_holdout!r}: expected a share of train, 0 to 0.5")
     if cfg.data.peak_frames < 1:
         raise ConfigError("data.peak_frames must be at least 1")
     if cfg.model.init == "imagenet" and cfg.model.backbone != "resnet18":

@@ -21,13 +21,13 @@ from torch import nn
 from dicefer.config import TrainConfig, from_dict, to_dict
 from dicefer.data.base import CLASSES
 from dicefer.errors import RunError
-from dicefer.paths import atomic_write, shown_path
+from dicefer.paths import atomic_write, shown, shown_path
 from dicefer.models.build import face_input, run_modules
 
 CONFIG, METRICS, MODEL, CHECKPOINT, PREVIOUS = ("config.yaml", "metrics.jsonl", "model.safetensors",
                                                 "checkpoint.safetensors", "checkpoint.prev.safetensors")
 REPORT = "report"
-REPORT_FILES = ("report.json", "report.md", "confusion_*.png", "embedding.png", "training_curves.png")
+REPORT_FILES = ("report.json", "report.md", "confusion_*.png", "embedding.png", "training_curves.png", "reliability.png")
 REPORT_TITLE = "# DICE-FER evaluation:"  # report.md's first line
 FIGURE_MARK = ("Software", "dicefer report")  # a PNG text chunk in every figure of a report
 CONFIG_MARK = "# dicefer train: the resolved config of this run (dicefer train --resume reads it)"
@@ -82,12 +82,16 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def save_model(path: Path, modules: dict[str, nn.Module], cfg: TrainConfig, stage: str,
-               classes: Sequence[str] = CLASSES, exemplars: torch.Tensor | None = None) -> None:
+               classes: Sequence[str] = CLASSES, exemplars: torch.Tensor | None = None,
+               calibration: dict | None = None) -> None:
+    """`calibration`: the probabilities' temperature and what it was fitted on (evaluation/calibration.py)."""
     tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
     if exemplars is not None:
         tensors[EXEMPLARS_KEY] = exemplars.contiguous()
     meta = {"config": json.dumps(to_dict(cfg)), "classes": json.dumps(list(classes)), "stage": stage,
             "modules": json.dumps(sorted(modules)), "input": json.dumps(dataclasses.asdict(face_input(cfg)))}
+    if calibration is not None:
+        meta["calibration"] = json.dumps(calibration)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -122,6 +126,7 @@ class LoadedRun:
                            f"it {fed}: use the dicefer version that trained it")
         self.classes = tuple(json.loads(meta["classes"]))
         self.stage = meta.get("stage", "")
+        self.calibration = _calibration(meta.get("calibration"), path)  # None: trained without calibration faces
         exemplars = tensors.get(EXEMPLARS_KEY)  # runs written before exemplars were kept have none
         self.exemplars = None if exemplars is None else exemplars.permute(0, 2, 3, 1).squeeze(3).numpy()
         self.modules = run_modules(self.config, json.loads(meta["modules"]), self.classes)
@@ -133,3 +138,20 @@ class LoadedRun:
 
     def __getitem__(self, name: str) -> nn.Module:
         return self.modules[name]
+
+    @property
+    def temperature(self) -> float:
+        """What the classifier's logits are divided by before the softmax (1: uncalibrated)."""
+        return 1.0 if self.calibration is None else self.calibration["temperature"]
+
+
+def _calibration(text: str | None, path: Path) -> dict | None:
+    if text is None:
+        return None
+    try:
+        calibration = json.loads(text)
+        if not calibration["temperature"] > 0:
+            raise ValueError
+    except (ValueError, TypeError, KeyError):
+        raise RunError(f"{path}: its calibration metadata is damaged ({shown(text)[:60]})") from None
+    return calibration

@@ -1,4 +1,5 @@
-"""A DataSpec -> (train, evaluated) FaceSets: the embedded synthetic faces, or a dataset on disk.
+"""A DataSpec -> (train, evaluated) FaceSets: the embedded synthetic faces, or a dataset on disk;
+and the faces a run's probabilities are calibrated on (calibration_split).
 
 Every adapter under data/ turns its layout into Listings (sources and labels); decoding is the
 same for all of them and cached (data/cache.py). The evaluated split is the dataset's test split,
@@ -10,6 +11,8 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from dicefer.config import DataConfig, TrainConfig
 from dicefer.data import affectnet, ckplus, fer2013, folder, oulu, rafdb
@@ -49,6 +52,25 @@ def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, Face
     evaluated = _evaluation_split(splits, data.eval_split, f"{spec.name}:{root}")
     return tuple(dataclasses.replace(decode_cached(splits[s], data.size, data.grayscale, default_cache_dir(), data.strict,  # type: ignore[return-value]
                                                    progress), split=s) for s in ("train", evaluated))
+
+
+def calibration_split(cfg: TrainConfig, train: FaceSet, evaluated: FaceSet,
+                      progress: bool = True) -> tuple[FaceSet, FaceSet | None]:
+    """(the faces to train on, the faces to fit the probabilities' temperature on, or None).
+
+    The dataset's val split when the run is scored on test; otherwise data.calibration_holdout of
+    train, drawn with the run's seed and left out of training; otherwise none."""
+    data, spec = cfg.data, cfg.data.spec
+    if spec.name != "synthetic" and evaluated.split == "test":
+        splits = ADAPTERS[spec.name](spec.root(), data)
+        if splits.get("val"):
+            val = decode_cached(splits["val"], data.size, data.grayscale, default_cache_dir(), data.strict, progress)
+            return train, dataclasses.replace(val, split="val")
+    if data.calibration_holdout <= 0:
+        return train, None
+    order = np.random.default_rng(cfg.seed).permutation(len(train))
+    held = max(1, round(data.calibration_holdout * len(train)))
+    return train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held]), f"{train.name} (held-out slice)")
 
 
 def _evaluation_split(splits: dict[str, Listing], wanted: str, spec: str) -> str:

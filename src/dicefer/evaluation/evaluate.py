@@ -13,6 +13,7 @@ from dicefer.data.base import CONTEMPT, FaceSet
 from dicefer.data.registry import load_dataset
 from dicefer.data.spec import DataSpec
 from dicefer.errors import ConfigError, RunError
+from dicefer.evaluation.calibration import calibration_report
 from dicefer.evaluation.identity import identity_reading, reference_embeddings
 from dicefer.evaluation.metrics import (
     classification_metrics,
@@ -58,12 +59,13 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
     def codes_of(faces: FaceSet, module: str) -> np.ndarray:
         return encode_faces(run[module], faces, build.face_input(cfg))
 
-    def predictions(codes: np.ndarray) -> np.ndarray:
+    def logits(codes: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return run["classifier"](torch.from_numpy(codes)).argmax(1).numpy()
+            return run["classifier"](torch.from_numpy(codes)).numpy()
 
     e_train, e_test = codes_of(train_set, "expression"), codes_of(test_set, "expression")
-    predicted = predictions(e_test)
+    test_logits = logits(e_test)
+    predicted = test_logits.argmax(1)
     codes = {"E": e_test}
     if "identity" in run.modules:
         codes["I"] = codes_of(test_set, "identity")
@@ -76,13 +78,14 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, splits: tuple[Face
         "classes": list(classes),
         "evaluated_split": test_set.split,
         test_set.split: classification_metrics(test_set.expression, predicted, classes),
-        "train": classification_metrics(train_set.expression, predictions(e_train), classes),
+        "train": classification_metrics(train_set.expression, logits(e_train).argmax(1), classes),
+        "calibration": calibration_report(test_logits, test_set.expression, run.calibration),
         "disentanglement": disentanglement(codes, test_set.expression, test_set.identity, cfg.seed,
                                            np.eye(len(classes))[predicted]) | reading,
         "run": {"evaluated_on": test_set.name, **run_summary(run_dir, cfg)},
     }
     write_report(Path(run_dir) / "report", report, codes=codes, expression=test_set.expression,
-                 identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl")
+                 identity=test_set.identity, metrics_log=Path(run_dir) / "metrics.jsonl", logits=test_logits)
     return report
 
 

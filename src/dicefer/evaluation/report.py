@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # before pyplot is imported: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
+from dicefer.evaluation.calibration import reliability_figure
 from dicefer.evaluation.metrics import embedding_2d
 from dicefer.run import FIGURE_MARK, REPORT_TITLE, read_metrics
 
@@ -28,11 +29,13 @@ def write_report(
     expression: np.ndarray | None = None,
     identity: np.ndarray | None = None,
     metrics_log: Path | None = None,
+    logits: np.ndarray | None = None,
 ) -> None:
     """Write report.json (verbatim), the PNG figures that the inputs allow, and report.md linking them.
 
     `codes` maps a code name ("E", "I") to an (N, d) array whose rows match `expression`
-    and `identity`; `metrics_log` is the JSON-lines training log, one dict per epoch.
+    and `identity`; `metrics_log` is the JSON-lines training log, one dict per epoch; `logits`
+    the classifier's on the evaluated split, rows matching `expression` (the reliability diagram).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +50,11 @@ def write_report(
     if codes:
         _plot_embedding(out_dir / "embedding.png", codes, expression, identity, classes)
         figures.append("embedding.png")
+    if logits is not None and expression is not None and "calibration" in report:
+        split = evaluated_split(report)
+        _save(reliability_figure(logits, expression, report["calibration"]["temperature"], split),
+              out_dir / "reliability.png")
+        figures.append("reliability.png")
     rows = read_metrics(metrics_log) if metrics_log is not None and Path(metrics_log).exists() else []
     if rows and _plot_training_curves(out_dir / "training_curves.png", rows):
         figures.append("training_curves.png")
@@ -102,6 +110,8 @@ def _markdown(report: dict, classes: list[str], figures: list[str]) -> str:
     split = evaluated_split(report)
     if split in report:
         lines += ["", f"## Class-wise results ({split})", "", *_classwise(report[split])]
+    if report.get("calibration"):
+        lines += ["", "## Calibration", "", _calibration(report["calibration"], split)]
     lines += ["", "## Disentanglement", "", *_disentanglement(report.get("disentanglement") or {})]
     if report.get("run"):
         lines += ["", "## Run", ""]
@@ -111,6 +121,15 @@ def _markdown(report: dict, classes: list[str], figures: list[str]) -> str:
         for figure in figures:
             lines += [f"![{Path(figure).stem}]({figure})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _calibration(c: dict, split: str) -> str:
+    ece = f"expected calibration error on {split} ({c['bins']} bins)"
+    if c["temperature"] is None:
+        return (f"Uncalibrated probabilities (no faces were free to fit a temperature on: see data.calibration_holdout); "
+                f"{ece}: {c['ece_before']:.3f}.")
+    return (f"Probabilities divided by the temperature T = {c['temperature']:.3f} before the softmax, fitted on the "
+            f"{c['fitted_on']} ({c['faces']} faces); {ece}: {c['ece_before']:.3f} before, {c['ece_after']:.3f} after.")
 
 
 def _classwise(metrics: dict) -> list[str]:

@@ -22,15 +22,16 @@ INPUT, OUTPUTS = "input", ("probabilities", "expression_code")
 
 
 class ExpressionModel(nn.Module):
-    """Expression encoder + classifier + softmax: the graph both backends run, and the one exported."""
+    """Expression encoder + classifier + softmax of the logits over the run's temperature (calibrated
+    probabilities): the graph both backends run, and the one exported."""
 
-    def __init__(self, encoder: nn.Module, classifier: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
-        self.encoder, self.classifier = encoder, classifier
+        self.encoder, self.classifier, self.temperature = encoder, classifier, temperature
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encoder(x)[0]
-        return torch.softmax(self.classifier(code), dim=1), code
+        return torch.softmax(self.classifier(code) / self.temperature, dim=1), code
 
 
 class TorchBackend:
@@ -41,7 +42,8 @@ class TorchBackend:
         if "classifier" not in run.modules or "expression" not in run.modules:
             raise RunError(f"{run.dir} has no trained classifier (stage '{run.stage}'): finish its training first")
         self.spec = InputSpec(build.face_input(run.config), run.classes)
-        self.model = fuse(ExpressionModel(run["expression"], run["classifier"]).eval())
+        self.temperature = run.temperature
+        self.model = fuse(ExpressionModel(run["expression"], run["classifier"], run.temperature).eval())
         identity = run.modules.get("identity")
         self.identity_encoder = None if identity is None else fuse(identity.eval())
         self.exemplars = run.exemplars
@@ -81,6 +83,7 @@ class OnnxBackend:
         if "input_size" not in meta:
             raise UserError(f"{path} has no dicefer metadata (input_size, classes): export it with `dicefer export`")
         self.spec = InputSpec.from_metadata(meta)
+        self.temperature = float(meta.get("temperature", 1.0))  # already in the graph; exports before 2026-12-06 have none
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = {o.name for o in self.session.get_outputs()}
         if inputs != [INPUT] or not set(OUTPUTS) <= outputs:

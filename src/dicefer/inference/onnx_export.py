@@ -1,7 +1,7 @@
 """`dicefer export`: expression encoder + classifier as one ONNX graph, checked against PyTorch.
 
-The graph takes faces (N, C, H, W) with a dynamic batch axis and returns class probabilities and
-the expression code; how to make its input (size, width, channels, classes, the pixel scaling of
+The graph takes faces (N, C, H, W) with a dynamic batch axis and returns class probabilities
+(calibrated: the run's temperature is in the graph, and in the metadata) and the expression code; how to make its input (size, width, channels, classes, the pixel scaling of
 the run's backbone) is recorded in the model's metadata, so serving needs the .onnx file alone.
 Convolutions on maps of a few positions are written as matrix products (dense_convs.py).
 """
@@ -55,9 +55,10 @@ def export_onnx(run_dir: Path, out: Path, opset: int = OPSET, dense: bool = True
                           input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset,
                           dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
     model = onnx.load_from_string(buffer.getvalue())
-    meta = spec.to_metadata() | {"dicefer_version": __version__, "source_run": str(run_dir),
+    meta = (spec.to_metadata() | {"dicefer_version": __version__, "source_run": str(run_dir),
                                  "method": run.config.method, "stage": run.stage,
-                                 "dense_convs": str(dense_convs)} | exemplars_to_metadata(backend.exemplars)
+                                 "dense_convs": str(dense_convs), "temperature": repr(backend.temperature)}
+            | exemplars_to_metadata(backend.exemplars))
     onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))

@@ -17,9 +17,10 @@ import torch
 from dicefer.config import TrainConfig, to_dict
 from dicefer.data.base import FaceSet
 from dicefer.data.listing import DataError
-from dicefer.data.registry import load_dataset
+from dicefer.data.registry import calibration_split, load_dataset
 from dicefer.data.torch_datasets import resize_all
 from dicefer.errors import RunError
+from dicefer.evaluation.calibration import calibrate
 from dicefer.models import build
 from dicefer.run import CHECKPOINT, EXEMPLARS, METRICS, MODEL, save_config, save_model
 from dicefer.training import distributed
@@ -55,6 +56,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
     train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
+    train_set, calibration_set = calibration_split(cfg, train_set, test_set, progress=show_progress and proc.is_main)
     if test_set.identity is not None:  # the report's identity probes, checked before any training
         ids, counts = np.unique(test_set.identity, return_counts=True)
         if (counts >= 2).sum() < 2:
@@ -92,4 +94,10 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
         runner.run(stage, monitor)
         if stage.saves and proc.is_main:
             save_model(out / MODEL, stage.saved(), cfg, stage.name, train_set.classes, exemplars)
+
+    # ---------------- calibration: the probabilities' temperature, on faces never trained on ----------------
+    if calibration_set is not None and proc.is_main and "classifier" in stage.saved():
+        saved = stage.saved()
+        calibration = calibrate(saved["expression"], saved["classifier"], calibration_set, face)
+        save_model(out / MODEL, saved, cfg, stage.name, train_set.classes, exemplars, calibration)
     return train_set, test_set
