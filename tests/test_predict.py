@@ -85,7 +85,7 @@ def test_csv_output(tiny_run, tmp_path, capsys):
     assert main(["predict", "--quiet", "--run", str(tiny_run), str(tmp_path / "a.png"), "--out", str(tmp_path / "f.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "f.csv").open()))
     assert capsys.readouterr().out == "" and len(rows) == 1
-    assert list(rows[0]) == ["source", "frame", "time", "x", "y", "w", "h", "label", *CLASSES, "note"]
+    assert list(rows[0]) == ["source", "frame", "time", "x", "y", "w", "h", "label", *CLASSES, "note", "track"]
     assert sum(float(rows[0][c]) for c in CLASSES) == pytest.approx(1, abs=1e-5) and rows[0]["label"] in CLASSES
 
 
@@ -105,6 +105,20 @@ def test_video_every_nth_frame(tiny_run, tmp_path, capsys):
     assert [(r["frame"], r["time"]) for r in records] == [(0, 0.0), (10, 1.0), (20, 2.0)]
     for r in records:
         assert_valid_face(r)
+    assert [r["track"] for r in records] == [1, 1, 1]  # one person, one track through the video
+
+
+def test_video_smoothing_averages_a_tracks_probabilities(tiny_run, tmp_path, capsys):
+    video = face_video(tmp_path / "clip.avi")
+    raw = predict(capsys, "--run", str(tiny_run), str(video), "--every", "5")[1]
+    smooth = predict(capsys, "--run", str(tiny_run), str(video), "--every", "5", "--smooth", "3")[1]
+    assert len(raw) == len(smooth) == 5 and smooth[0]["probabilities"] == raw[0]["probabilities"]
+    for i in range(1, 5):
+        window = raw[max(0, i - 2):i + 1]
+        expected = {c: np.mean([r["probabilities"][c] for r in window]) for c in raw[i]["probabilities"]}
+        assert smooth[i]["probabilities"] == pytest.approx(expected)
+    assert main(["predict", "--quiet", "--run", str(tiny_run), str(video), "--smooth", "0"]) == 2
+    assert "--smooth must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "exif"])

@@ -108,6 +108,9 @@ def add_predict_parser(sub) -> None:
                    "measured by running the detector on faces the run kept (0.2 for haar, 0.15 for yunet on "
                    "runs without them)")
     p.add_argument("--every", type=int, default=10, metavar="N", help="video: analyse every N-th frame (default 10)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help="video: average each tracked face's probabilities over its last N analysed frames, so labels "
+                        "do not flicker (default 1: off). Every face in a video gets a `track` id either way")
     p.add_argument("--out", type=Path, metavar="FILE", help="write records to FILE (.jsonl or .csv) instead of stdout")
     p.add_argument("--annotate", type=Path, metavar="DIR", help="write copies of the images with boxes and labels to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -192,6 +195,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.every < 1:
         raise UserError("--every must be at least 1")
+    if args.smooth < 1:
+        raise UserError("--smooth must be at least 1 (1: no smoothing)")
     if args.out is not None:
         output_file(args.out, "--out", written_by_predict)
     if args.annotate is not None:
@@ -208,7 +213,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: cannot write it ({err.strerror})") from None
     with output as stream:
         sink = open_sink(args.out, stream, recognizer.classes)
-        summary = predict_inputs(recognizer, args.inputs, sink, annotator, args.every, show_progress=not args.quiet)
+        summary = predict_inputs(recognizer, args.inputs, sink, annotator, args.every, show_progress=not args.quiet,
+                                 smooth=args.smooth)
     if summary.images + summary.frames == 0:
         raise UserError(f"nothing could be processed: none of the {len(args.inputs)} inputs gave a readable image")
     analysed = [f"{n} {what}" for n, what in ((summary.images, "images"), (summary.frames, "video frames")) if n]

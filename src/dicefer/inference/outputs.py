@@ -47,7 +47,8 @@ def records(frame: Frame, faces: list[Face]) -> list[dict]:
         where |= {"frame": frame.frame, "time": frame.time}
     if not faces:
         return [where | {"box": None, "label": None, "probabilities": None, "note": NO_FACE}]
-    return [where | {"box": list(f.box), "label": f.label, "probabilities": f.probabilities} for f in faces]
+    return [where | {"box": list(f.box), "label": f.label, "probabilities": f.probabilities}
+            | ({} if f.track is None else {"track": f.track}) for f in faces]
 
 
 class JsonLines:
@@ -59,15 +60,16 @@ class JsonLines:
 
 
 class Csv:
-    """Flat columns: the box as x, y, w, h and one probability column per class."""
+    """Flat columns: the box as x, y, w, h, one probability column per class, and the track (video)."""
 
     def __init__(self, stream: TextIO, classes: tuple[str, ...]) -> None:
         self.classes = classes
-        self.writer = csv.DictWriter(stream, ["source", "frame", "time", "x", "y", "w", "h", "label", *classes, "note"])
+        self.writer = csv.DictWriter(stream, ["source", "frame", "time", "x", "y", "w", "h", "label", *classes, "note",
+                                              "track"])
         self.writer.writeheader()
 
     def write(self, record: dict) -> None:
-        row = {k: record.get(k) for k in ("source", "frame", "time", "label", "note")}
+        row = {k: record.get(k) for k in ("source", "frame", "time", "label", "note", "track")}
         row |= dict(zip("xywh", record["box"] or ()))
         row |= record["probabilities"] or {}
         self.writer.writerow(row)

@@ -1,5 +1,5 @@
-"""The `dicefer predict` loop: inputs -> frames -> faces -> records, with a progress bar and one
-warning per input that cannot be used. Images are classified a few at a time, so that the faces
+"""The `dicefer predict` loop: inputs -> frames -> faces (tracked through each video) -> records,
+with a progress bar and one warning per input that cannot be used. Images are classified a few at a time, so that the faces
 of several images share a batch."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from dicefer.inference.inputs import Frame, expand, frames
 from dicefer.inference.outputs import Annotator, Csv, JsonLines, records
 from dicefer.inference.recognizer import ExpressionRecognizer
+from dicefer.inference.tracks import Tracker
 
 
 @dataclass
@@ -23,8 +24,10 @@ class Summary:
 
 def predict_inputs(recognizer: ExpressionRecognizer, inputs: list[str], sink: JsonLines | Csv,
                    annotator: Annotator | None = None, every: int = 10, show_progress: bool = True,
-                   images_per_batch: int = 8) -> Summary:
+                   images_per_batch: int = 8, smooth: int = 1) -> Summary:
+    """`smooth`: average each video track's probabilities over its last `smooth` analysed frames (1: off)."""
     summary = Summary()
+    trackers: dict[str, Tracker] = {}  # one per video, faces tracked through its frames in order
     files, unmatched = expand(inputs)
     for message in unmatched:
         warn(message)
@@ -33,6 +36,8 @@ def predict_inputs(recognizer: ExpressionRecognizer, inputs: list[str], sink: Js
 
     def flush() -> None:
         for frame, faces in zip(pending, recognizer.predict_many([f.image for f in pending])):
+            if frame.frame is not None:
+                faces = trackers.setdefault(frame.source, Tracker(window=smooth)).update(faces)
             for record in records(frame, faces):
                 sink.write(record)
             if annotator is not None:

@@ -25,11 +25,13 @@ from dicefer.run import LoadedRun
 
 @dataclass(frozen=True)
 class Face:
-    """One detected face: its box [x, y, w, h] in the image, the most likely class, all probabilities."""
+    """One detected face: its box [x, y, w, h] in the image, the most likely class, all probabilities,
+    and in a video or a stream the id of the person's track (inference/tracks.py)."""
 
     box: Box
     label: str
     probabilities: dict[str, float]
+    track: int | None = None
 
 
 class ExpressionRecognizer:
