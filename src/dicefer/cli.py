@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "data.aligned, data.face_box (repeatable)")
     add_predict_parser(sub)
     add_export_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -175,6 +176,49 @@ def resumed_config(args: argparse.Namespace, hardware: list[str]):
     if not path.is_file():
         raise ConfigError(f"{args.resume} is not a dicefer run folder ({path.name} is missing)")
     return build_config(file=path, overrides=hardware, preset=None)
+
+
+def add_serve_parser(sub) -> None:
+    v = sub.add_parser("serve", help="serve a model over HTTP: a webcam page and a REST API",
+                       description="A local HTTP server for a trained model: GET / is a page with a live webcam "
+                       "(boxes, labels, per-class bars) that takes photos by drag and drop; POST /v1/predict takes "
+                       "an image and returns its faces as JSON (box, label, calibrated probabilities; ?stream=NAME "
+                       "tracks people across the requests of a stream); GET /docs describes the API. "
+                       "Needs pip install 'dicefer[serve]'.")
+    model = v.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run", type=Path, metavar="DIR", help="a run folder written by `dicefer train` (PyTorch)")
+    model.add_argument("--onnx", type=Path, metavar="FILE", help="a model written by `dicefer export` (onnxruntime)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "0.0.0.0 opens it to the network, with no authentication)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--detector", choices=("haar", "none", "yunet"), default="haar", help="as for predict")
+    v.add_argument("--detector-model", type=Path, metavar="FILE", help="YuNet model file, with --detector yunet")
+    v.add_argument("--max-upload-mb", type=float, default=10, metavar="MB", help="largest image accepted (default 10)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from dicefer.serve.app import create_app
+    except ImportError:
+        raise UserError("serving needs FastAPI and uvicorn: pip install 'dicefer[serve]'") from None
+    from dicefer.inference import ExpressionRecognizer
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: expected 1 to 65535")
+    if not args.max_upload_mb > 0:
+        raise UserError("--max-upload-mb must be above 0")
+    options = {"detector": args.detector, "detector_model": args.detector_model}
+    recognizer = (ExpressionRecognizer.from_run(args.run, **options) if args.run
+                  else ExpressionRecognizer.from_onnx(args.onnx, **options))
+    app = create_app(recognizer, max_upload=int(args.max_upload_mb * 2**20))
+    print(f"dicefer: serving on http://{args.host}:{args.port}/ (API: /docs; stop with Ctrl+C)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except OSError as err:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({err.strerror})") from None
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -280,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dicefer: %(message)s")
     try:
-        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+                    "serve": cmd_serve}
         return commands[args.command](args)
     except UserError as err:
         print(f"dicefer: error: {err}", file=sys.stderr)

@@ -8,10 +8,12 @@ it, predict warns and goes on.
 """
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,17 +38,27 @@ def read_image(path: Path) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise UnreadableImage("empty file")
+        with open(path, "rb") as f:
+            return _decoded(f)
+    except FileNotFoundError:
+        raise UnreadableImage("file does not exist") from None
+
+
+def image_from_bytes(data: bytes) -> np.ndarray:
+    """An image file's bytes (an upload) -> pixels, refused for the same reasons as a file."""
+    if not data:
+        raise UnreadableImage("empty file")
+    return pixels(lambda: _decoded(io.BytesIO(data)))
+
+
+def _decoded(f: BinaryIO) -> Image.Image:
+    try:
         with warnings.catch_warnings():
             # PIL only warns between 1x and 2x its pixel limit; a bomb is a bomb at either size.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open(path, "rb") as f:
-                image = Image.open(f)
-                image.load()
+            image = Image.open(f)
+            image.load()
         return ImageOps.exif_transpose(image)
-    except UnreadableImage:
-        raise
-    except FileNotFoundError:
-        raise UnreadableImage("file does not exist") from None
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image PIL can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
