@@ -169,3 +169,82 @@ def test_serve_cli_refuses_bad_options_in_one_line(tiny_run, capsys):
     assert "--port 70000" in capsys.readouterr().err
     assert main(["serve", "--run", str(tiny_run), "--max-upload-mb", "0"]) == 2
     assert main(["serve", "--run", "/nowhere"]) == 2
+
+
+# ---------------------------------------------------------------- the page, in headless Chromium
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # kept after the run (gitignored)
+
+
+def fake_webcam(path: Path, frames: int = 20) -> Path:
+    """A Y4M video (what Chromium's fake camera reads) of a rendered face on a 640x480 gray frame."""
+    with open(path, "wb") as f:
+        f.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for i in range(frames):
+            y = np.full((480, 640), 128, np.uint8)
+            y[140:332, 224 + i:416 + i] = face_photo(0, 3)
+            f.write(b"FRAME\n" + y.tobytes() + np.full(640 * 480 // 2, 128, np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path):
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,800",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-video-capture={fake_webcam(tmp_path / 'webcam.y4m')}"):
+        options.add_argument(flag)
+    from selenium.webdriver.chrome.service import Service
+
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()
+
+
+def wait_for_faces(browser, seconds: float = 60) -> list[str]:
+    """The labels the page lists (read in one script: the list is redrawn for every frame)."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        labels = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#faces li.face'), li => li.dataset.label)")
+        if labels:
+            return labels
+        time.sleep(0.25)
+    raise AssertionError(f"no faces listed within {seconds} s; status: "
+                         f"{browser.find_element(By.ID, 'status').text!r}")
+
+
+def test_the_page_shows_faces_from_the_webcam_and_from_a_dropped_photo(live_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(live_server + "/?webcam")
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        labels = wait_for_faces(browser)
+    finally:
+        browser.save_screenshot(str(ARTIFACTS / "serve-webcam.png"))
+    assert all(label in CLASSES for label in labels)
+    assert browser.find_element(By.ID, "status").text.startswith("live:")
+    # the canvas shows the camera with a box drawn on it: some pixels are the box's green
+    green = browser.execute_script(
+        "const d = document.getElementById('view').getContext('2d').getImageData(0, 0, 640, 480).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i+1] > 200 && d[i] < 100 && d[i+2] < 100) n++; return n;")
+    assert green > 100
+    # a photo chosen in the page's file field (what a drop does): its faces replace the webcam's
+    photo = tmp_path / "photo.png"
+    Image.fromarray(face_photo(4, 0)).save(photo)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    deadline = time.time() + 60
+    while "photo.png:" not in browser.find_element(By.ID, "status").text and time.time() < deadline:
+        time.sleep(0.25)
+    assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face")
+    browser.save_screenshot(str(ARTIFACTS / "serve-photo.png"))
