@@ -78,16 +78,26 @@ def index_of(faces: FaceSet) -> set[int]:
 
 
 def test_the_held_out_slice_is_never_trained_on_and_the_same_for_a_seed():
-    cfg = build_config("smoke", None, ["data.calibration_holdout=0.25"])
+    cfg = build_config("smoke", None, ["data.calibration_holdout=0.25", "data.spec=fer2013:/nowhere"])
     faces = numbered_faces(400)
     kept, held = calibration_split(cfg, faces, faces)
     assert len(held) == 100 and len(kept) == 300
     assert index_of(kept).isdisjoint(index_of(held)) and index_of(kept) | index_of(held) == set(range(400))
     assert index_of(calibration_split(cfg, faces, faces)[1]) == index_of(held)
-    other = build_config("smoke", None, ["data.calibration_holdout=0.25", "seed=1"])
+    other = build_config("smoke", None, ["data.calibration_holdout=0.25", "data.spec=fer2013:/nowhere", "seed=1"])
     assert index_of(calibration_split(other, faces, faces)[1]) != index_of(held)
-    none = build_config("smoke", None, [])
+    none = build_config("smoke", None, ["data.spec=fer2013:/nowhere"])
     assert calibration_split(none, faces, faces) == (faces, None)  # the default: nothing held out
+
+
+def test_the_synthetic_benchmark_renders_unseen_people_to_calibrate_on():
+    cfg = build_config("smoke", None, [])
+    train, test = load_dataset(cfg, progress=False)
+    kept, calibration = calibration_split(cfg, train, test, progress=False)
+    assert kept is train and calibration.split == "calibration"
+    assert len(calibration) == 3 * cfg.data.images_per_identity  # 6 test people -> 3 for calibration
+    assert set(np.unique(calibration.expression)) == set(range(7))  # every expression, like the test people
+    assert not any((calibration.images[:1] == train.images).all(axis=(1, 2)))  # other people, other images
 
 
 def test_the_val_split_calibrates_a_run_scored_on_test(tmp_path):
@@ -107,13 +117,13 @@ def test_a_holdout_beyond_half_of_train_is_refused():
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("calibrated") / "run"
-    assert main(["train", "--preset", "smoke", "--out", str(run), "--quiet", *TINY, "data.calibration_holdout=0.25"]) == 0
+    assert main(["train", "--preset", "smoke", "--out", str(run), "--quiet", *TINY]) == 0
     return run
 
 
 def test_a_run_records_its_temperature_and_reports_calibration(calibrated_run):
     run = LoadedRun(calibrated_run)
-    assert run.calibration["faces"] == 10 and run.calibration["fitted_on"] == "held-out slice of train"
+    assert run.calibration["faces"] == 20 and run.calibration["fitted_on"] == "synthetic people rendered for it"
     report = json.loads((calibrated_run / "report" / "report.json").read_text())
     c = report["calibration"]
     assert c["temperature"] == run.temperature > 0 and 0 <= c["ece_before"] <= 1 and 0 <= c["ece_after"] <= 1

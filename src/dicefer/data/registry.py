@@ -39,11 +39,7 @@ def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, Face
     """(train, evaluated split); `progress` shows a bar while images are rendered or decoded the first time."""
     data, spec = cfg.data, cfg.data.spec
     if spec.name == "synthetic":
-        faces = SyntheticSpec(train_identities=data.train_identities, test_identities=data.test_identities,
-                              images_per_identity=data.images_per_identity, size=data.size,
-                              min_intensity=data.min_intensity,
-                              seed=cfg.seed if data.synthetic_seed is None else data.synthetic_seed)
-        train, test = load_synthetic(faces, progress=progress)
+        train, test = load_synthetic(_synthetic_spec(cfg), progress=progress)
         return dataclasses.replace(train, split="train"), test
     root = spec.root()
     splits = ADAPTERS[spec.name](root, data)
@@ -54,14 +50,29 @@ def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, Face
                                                    progress), split=s) for s in ("train", evaluated))
 
 
+def _synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
+    data = cfg.data
+    return SyntheticSpec(train_identities=data.train_identities, test_identities=data.test_identities,
+                         images_per_identity=data.images_per_identity, size=data.size, min_intensity=data.min_intensity,
+                         seed=cfg.seed if data.synthetic_seed is None else data.synthetic_seed)
+
+
 def calibration_split(cfg: TrainConfig, train: FaceSet, evaluated: FaceSet,
                       progress: bool = True) -> tuple[FaceSet, FaceSet | None]:
     """(the faces to train on, the faces to fit the probabilities' temperature on, or None).
 
-    The dataset's val split when the run is scored on test; otherwise data.calibration_holdout of
-    train, drawn with the run's seed and left out of training; otherwise none."""
+    The synthetic benchmark renders people of their own for it (as unseen as the test people,
+    from a seed no run can be given); a dataset on disk gives its val split when the run is
+    scored on test; otherwise data.calibration_holdout of train, drawn with the run's seed and
+    left out of training; otherwise none."""
     data, spec = cfg.data, cfg.data.spec
-    if spec.name != "synthetic" and evaluated.split == "test":
+    if spec.name == "synthetic":
+        own = _synthetic_spec(cfg)
+        people = dataclasses.replace(own, train_identities=1, test_identities=max(2, own.test_identities // 2),
+                                     seed=own.seed + 2**32)  # config seeds stop below 2**32
+        faces = load_synthetic(people, progress=progress)[1]
+        return train, dataclasses.replace(faces, name="synthetic-calibration", split="calibration")
+    if evaluated.split == "test":
         splits = ADAPTERS[spec.name](spec.root(), data)
         if splits.get("val"):
             val = decode_cached(splits["val"], data.size, data.grayscale, default_cache_dir(), data.strict, progress)

@@ -57,7 +57,8 @@ def calibrate(expression: torch.nn.Module, classifier: torch.nn.Module, faces: F
     finally:
         expression.train(was[0]), classifier.train(was[1])
     return {"temperature": temperature, "faces": len(faces),
-            "fitted_on": "held-out slice of train" if faces.split == "train" else f"{faces.split} split"}
+            "fitted_on": {"train": "held-out slice of train", "calibration": "synthetic people rendered for it"}.get(
+                faces.split, f"{faces.split} split")}
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
