@@ -16,9 +16,10 @@ from dicefer.config import build_config
 from dicefer.data.base import FaceSet
 from dicefer.data.registry import calibration_split, load_dataset
 from dicefer.errors import ConfigError, RunError
-from dicefer.evaluation.calibration import expected_calibration_error, fit_temperature, reliability, softmax
+from dicefer.evaluation.calibration import expected_calibration_error, reliability, softmax
 from dicefer.inference.backends import TorchBackend
 from dicefer.run import LoadedRun
+from dicefer.training.temperature import fit_temperature
 
 
 def sampled(temperature: float, n: int = 20000, classes: int = 7, seed: int = 0):

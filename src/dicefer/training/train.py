@@ -20,7 +20,6 @@ from dicefer.data.listing import DataError
 from dicefer.data.registry import calibration_split, load_dataset
 from dicefer.data.torch_datasets import resize_all
 from dicefer.errors import RunError
-from dicefer.evaluation.calibration import calibrate
 from dicefer.models import build
 from dicefer.run import CHECKPOINT, EXEMPLARS, METRICS, MODEL, save_config, save_model
 from dicefer.training import distributed
@@ -30,6 +29,7 @@ from dicefer.training.loop import MetricsLog, StageRunner, StopRequest
 from dicefer.training.monitor import EvalMonitor
 from dicefer.training.setup import Setup
 from dicefer.training.stages import plan
+from dicefer.training.temperature import calibrate
 
 logger = logging.getLogger("dicefer")
 
