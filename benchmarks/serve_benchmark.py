@@ -37,10 +37,9 @@ from dicefer.run import LoadedRun
 
 
 def photo() -> bytes:
-    """JPEG, 640x480 RGB: one 160 px face on a gray gradient."""
-    ramp = np.linspace(90, 170, 640)[None, :].repeat(480, 0)
-    image = ramp.astype(np.uint8)
-    image[160:320, 240:400] = render_face(SyntheticSpec(size=160), 0, 3)
+    """JPEG, 640x480 RGB: one rendered face (96 px) on a gray frame, as the page test's webcam shows it."""
+    image = np.full((480, 640), 128, np.uint8)
+    image[190:286, 272:368] = render_face(SyntheticSpec(size=96), 0, 3)
     buffer = io.BytesIO()
     Image.fromarray(np.dstack([image] * 3)).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
