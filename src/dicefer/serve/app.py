@@ -112,7 +112,9 @@ def create_app(recognizer: ExpressionRecognizer, max_upload: int = MAX_UPLOAD) -
             max_length=100, pattern=r"^[\w.-]+$", description="name of a stream whose people are tracked")] = None):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_upload):
+        if declared is not None and not declared.isdigit():
+            return problem(400, f"Content-Length {declared[:20]!r} is not a number of bytes")
+        if declared is not None and int(declared) > max_upload:
             return problem(413, f"the image is larger than {max_upload} bytes")
         if kind == "multipart/form-data":
             data = await _form_image(request, max_upload)
