@@ -96,8 +96,8 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
             save_model(out / MODEL, stage.saved(), cfg, stage.name, train_set.classes, exemplars)
 
     # ---------------- calibration: the probabilities' temperature, on faces never trained on ----------------
-    if calibration_set is not None and proc.is_main and "classifier" in stage.saved():
-        saved = stage.saved()
+    saved = stage.saved()
+    if calibration_set is not None and proc.is_main and "classifier" in saved:
         calibration = calibrate(saved["expression"], saved["classifier"], calibration_set, face)
         save_model(out / MODEL, saved, cfg, stage.name, train_set.classes, exemplars, calibration)
     return train_set, test_set
