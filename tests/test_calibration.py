@@ -14,7 +14,7 @@ from trees import class_tree
 from dicefer.cli import main
 from dicefer.config import build_config
 from dicefer.data.base import FaceSet
-from dicefer.data.registry import calibration_split, load_dataset
+from dicefer.data.registry import held_out_slice, load_training_data
 from dicefer.errors import ConfigError, RunError
 from dicefer.evaluation.calibration import expected_calibration_error, reliability, softmax
 from dicefer.inference.backends import TorchBackend
@@ -81,21 +81,20 @@ def index_of(faces: FaceSet) -> set[int]:
 def test_the_held_out_slice_is_never_trained_on_and_the_same_for_a_seed():
     cfg = build_config("smoke", None, ["data.calibration_holdout=0.25", "data.spec=fer2013:/nowhere"])
     faces = numbered_faces(400)
-    kept, held = calibration_split(cfg, faces, faces)
+    kept, held = held_out_slice(cfg, faces)
     assert len(held) == 100 and len(kept) == 300
     assert index_of(kept).isdisjoint(index_of(held)) and index_of(kept) | index_of(held) == set(range(400))
-    assert index_of(calibration_split(cfg, faces, faces)[1]) == index_of(held)
+    assert index_of(held_out_slice(cfg, faces)[1]) == index_of(held)
     other = build_config("smoke", None, ["data.calibration_holdout=0.25", "data.spec=fer2013:/nowhere", "seed=1"])
-    assert index_of(calibration_split(other, faces, faces)[1]) != index_of(held)
+    assert index_of(held_out_slice(other, faces)[1]) != index_of(held)
     none = build_config("smoke", None, ["data.spec=fer2013:/nowhere"])
-    assert calibration_split(none, faces, faces) == (faces, None)  # the default: nothing held out
+    assert held_out_slice(none, faces) == (faces, None)  # the default: nothing held out
 
 
 def test_the_synthetic_benchmark_renders_unseen_people_to_calibrate_on():
     cfg = build_config("smoke", None, [])
-    train, test = load_dataset(cfg, progress=False)
-    kept, calibration = calibration_split(cfg, train, test, progress=False)
-    assert kept is train and calibration.split == "calibration"
+    train, test, calibration = load_training_data(cfg, progress=False)
+    assert calibration.split == "calibration"
     assert len(calibration) == 3 * cfg.data.images_per_identity  # 6 test people -> 3 for calibration
     assert set(np.unique(calibration.expression)) == set(range(7))  # every expression, like the test people
     assert not any((calibration.images[:1] == train.images).all(axis=(1, 2)))  # other people, other images
@@ -105,9 +104,12 @@ def test_the_val_split_calibrates_a_run_scored_on_test(tmp_path):
     root = class_tree(tmp_path / "fer", {"train": {"happy": 3, "sad": 3}, "val": {"happy": 2, "sad": 1},
                                          "test": {"happy": 1, "sad": 1}})
     cfg = build_config("smoke", None, [f"data.spec=fer2013:{root}", "data.calibration_holdout=0.3"])
-    train, test = load_dataset(cfg, progress=False)
-    kept, calibration = calibration_split(cfg, train, test, progress=False)
-    assert kept is train and calibration.split == "val" and len(calibration) == 3
+    train, test, calibration = load_training_data(cfg, progress=False)
+    assert calibration.split == "val" and len(calibration) == 3 and len(train) == 6  # nothing held out of train
+    scored_on_val = build_config("smoke", None, [f"data.spec=fer2013:{root}", "data.calibration_holdout=0.5",
+                                                 "data.eval_split=val"])
+    train, val, held = load_training_data(scored_on_val, progress=False)
+    assert val.split == "val" and len(held) == 3 and len(train) == 3  # val is scored: a slice of train instead
 
 
 def test_a_holdout_beyond_half_of_train_is_refused():

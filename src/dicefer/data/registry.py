@@ -1,5 +1,5 @@
 """A DataSpec -> (train, evaluated) FaceSets: the embedded synthetic faces, or a dataset on disk;
-and the faces a run's probabilities are calibrated on (calibration_split).
+and the faces a run's probabilities are calibrated on (load_training_data).
 
 Every adapter under data/ turns its layout into Listings (sources and labels); decoding is the
 same for all of them and cached (data/cache.py). The evaluated split is the dataset's test split,
@@ -37,17 +37,59 @@ log = logging.getLogger("dicefer")
 
 def load_dataset(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, FaceSet]:
     """(train, evaluated split); `progress` shows a bar while images are rendered or decoded the first time."""
+    return _load(cfg, progress, calibration=False)[:2]
+
+
+def load_training_data(cfg: TrainConfig, progress: bool = True) -> tuple[FaceSet, FaceSet, FaceSet | None]:
+    """(the faces to train on, the evaluated split, the faces to fit the probabilities' temperature
+    on or None).
+
+    The synthetic benchmark renders people of their own for calibration (as unseen as the test
+    people, from a seed no run can be given); a dataset on disk gives its val split when the run is
+    scored on test; otherwise data.calibration_holdout of train is left out of training
+    (held_out_slice); otherwise there is none."""
+    return _load(cfg, progress, calibration=True)
+
+
+def held_out_slice(cfg: TrainConfig, train: FaceSet) -> tuple[FaceSet, FaceSet | None]:
+    """(train less the slice, the slice): data.calibration_holdout of train drawn with the run's
+    seed, or (train, None) when it is 0."""
+    if cfg.data.calibration_holdout <= 0:
+        return train, None
+    order = np.random.default_rng(cfg.seed).permutation(len(train))
+    held = max(1, round(cfg.data.calibration_holdout * len(train)))
+    return train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held]), f"{train.name} (held-out slice)")
+
+
+def _load(cfg: TrainConfig, progress: bool, calibration: bool) -> tuple[FaceSet, FaceSet, FaceSet | None]:
     data, spec = cfg.data, cfg.data.spec
     if spec.name == "synthetic":
-        train, test = load_synthetic(_synthetic_spec(cfg), progress=progress)
-        return dataclasses.replace(train, split="train"), test
+        own = _synthetic_spec(cfg)
+        train, test = load_synthetic(own, progress=progress)
+        train = dataclasses.replace(train, split="train")
+        if not calibration:
+            return train, test, None
+        people = dataclasses.replace(own, train_identities=1, test_identities=max(2, own.test_identities // 2),
+                                     seed=own.seed + 2**32)  # config seeds stop below 2**32
+        faces = load_synthetic(people, progress=progress)[1]
+        return train, test, dataclasses.replace(faces, name="synthetic-calibration", split="calibration")
     root = spec.root()
     splits = ADAPTERS[spec.name](root, data)
     if not splits.get("train"):
         raise DataError(f"{root}: no training images found for {spec.name}")
     evaluated = _evaluation_split(splits, data.eval_split, f"{spec.name}:{root}")
-    return tuple(dataclasses.replace(decode_cached(splits[s], data.size, data.grayscale, default_cache_dir(), data.strict,  # type: ignore[return-value]
-                                                   progress), split=s) for s in ("train", evaluated))
+
+    def decode(split: str) -> FaceSet:
+        faces = decode_cached(splits[split], data.size, data.grayscale, default_cache_dir(), data.strict, progress)
+        return dataclasses.replace(faces, split=split)
+
+    train, scored = decode("train"), decode(evaluated)
+    if not calibration:
+        return train, scored, None
+    if evaluated == "test" and splits.get("val"):
+        return train, scored, decode("val")
+    kept, held = held_out_slice(cfg, train)
+    return kept, scored, held
 
 
 def _synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
@@ -55,33 +97,6 @@ def _synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
     return SyntheticSpec(train_identities=data.train_identities, test_identities=data.test_identities,
                          images_per_identity=data.images_per_identity, size=data.size, min_intensity=data.min_intensity,
                          seed=cfg.seed if data.synthetic_seed is None else data.synthetic_seed)
-
-
-def calibration_split(cfg: TrainConfig, train: FaceSet, evaluated: FaceSet,
-                      progress: bool = True) -> tuple[FaceSet, FaceSet | None]:
-    """(the faces to train on, the faces to fit the probabilities' temperature on, or None).
-
-    The synthetic benchmark renders people of their own for it (as unseen as the test people,
-    from a seed no run can be given); a dataset on disk gives its val split when the run is
-    scored on test; otherwise data.calibration_holdout of train, drawn with the run's seed and
-    left out of training; otherwise none."""
-    data, spec = cfg.data, cfg.data.spec
-    if spec.name == "synthetic":
-        own = _synthetic_spec(cfg)
-        people = dataclasses.replace(own, train_identities=1, test_identities=max(2, own.test_identities // 2),
-                                     seed=own.seed + 2**32)  # config seeds stop below 2**32
-        faces = load_synthetic(people, progress=progress)[1]
-        return train, dataclasses.replace(faces, name="synthetic-calibration", split="calibration")
-    if evaluated.split == "test":
-        splits = ADAPTERS[spec.name](spec.root(), data)
-        if splits.get("val"):
-            val = decode_cached(splits["val"], data.size, data.grayscale, default_cache_dir(), data.strict, progress)
-            return train, dataclasses.replace(val, split="val")
-    if data.calibration_holdout <= 0:
-        return train, None
-    order = np.random.default_rng(cfg.seed).permutation(len(train))
-    held = max(1, round(data.calibration_holdout * len(train)))
-    return train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held]), f"{train.name} (held-out slice)")
 
 
 def _evaluation_split(splits: dict[str, Listing], wanted: str, spec: str) -> str:

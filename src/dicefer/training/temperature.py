@@ -1,5 +1,5 @@
 """Temperature scaling (Guo et al., 2017), the last step of training: one number T divides the
-classifier's logits, fitted on faces the run never trained on (data/registry.calibration_split),
+classifier's logits, fitted on faces the run never trained on (data/registry.load_training_data),
 so that its probabilities say how often it is right. Argmax, hence accuracy, is unchanged.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ import torch
 from dicefer.config import TrainConfig, to_dict
 from dicefer.data.base import FaceSet
 from dicefer.data.listing import DataError
-from dicefer.data.registry import calibration_split, load_dataset
+from dicefer.data.registry import load_training_data
 from dicefer.data.torch_datasets import resize_all
 from dicefer.errors import RunError
 from dicefer.models import build
@@ -55,8 +55,7 @@ def train(cfg: TrainConfig, out: Path, proc: distributed.Process, stop: StopRequ
     if record and record["world_size"] != proc.world_size:
         raise RunError(f"{out} was checkpointed by {record['world_size']} process(es), not {proc.world_size}: "
                        f"resume it with torchrun --nproc_per_node (x nodes) = {record['world_size']}")
-    train_set, test_set = load_dataset(cfg, progress=show_progress and proc.is_main)
-    train_set, calibration_set = calibration_split(cfg, train_set, test_set, progress=show_progress and proc.is_main)
+    train_set, test_set, calibration_set = load_training_data(cfg, progress=show_progress and proc.is_main)
     if test_set.identity is not None:  # the report's identity probes, checked before any training
         ids, counts = np.unique(test_set.identity, return_counts=True)
         if (counts >= 2).sum() < 2:
