@@ -142,6 +142,25 @@ def test_a_stored_value_that_names_no_path_is_measured_again(fresh_store, monkey
     assert cpu_layers.fastest_path((4, 8, 2, 2), (8, 8, 3, 3), (1, 1), (1, 1)) == "im2col"
 
 
+def test_under_torch_compile_pytorchs_convolution_is_traced(force, path_calls, monkeypatch):
+    """The choice reads a file and times kernels, which has no place in a compiled graph (traced,
+    it gave a ResNet-18 NaN gradients under bf16): the compiler gets PyTorch's convolution."""
+    force("im2col")
+    chosen = []
+    monkeypatch.setattr(cpu_layers, "fastest_path", lambda *a, **k: chosen.append(a) or "im2col")
+    torch.manual_seed(0)
+    net = use_fast_cpu_layers(nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False)))
+    x = torch.randn(2, 4, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.compile(net, backend="aot_eager")(x).float().square().sum().backward()
+    assert chosen == [] and path_calls["im2col"] == []
+    compiled_grad, net[0].weight.grad = net[0].weight.grad, None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x).float().square().sum().backward()  # eager: the chosen path
+    assert len(chosen) == 1 and len(path_calls["im2col"]) == 1
+    assert torch.allclose(compiled_grad, net[0].weight.grad, rtol=0.05, atol=0.05 * compiled_grad.abs().max().item())
+
+
 @pytest.mark.parametrize("path", FAST_PATHS)
 def test_under_bf16_autocast_each_path_gives_autocasts_gradients(force, path_calls, path):
     """Under autocast the small-map paths compute in bf16, as autocast's convolution does: the same
