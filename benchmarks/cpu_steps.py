@@ -51,7 +51,7 @@ VARIANTS = {
     "fp32+no-small-map": Variant(precision="fp32", small_map=False),
     "fp32+1-thread": Variant(precision="fp32", threads=1),
     "fp32+compiled": Variant(precision="fp32", compile=True),
-    "compiled": Variant(compile=True),  # today's precision and pool; the encoders through torch.compile (inductor)
+    "compiled": Variant(compile=True),  # today's precision and pool; torch.compile gets PyTorch's convolutions
 }
 
 
@@ -151,8 +151,9 @@ def main() -> None:
              f"(the preset's precision); `before` the same until 2026-12-06, when under bf16 autocast the small-map "
              f"convolutions still took PyTorch's weight gradient; `matmul-grad` the small-map weight gradient "
              f"under autocast too (dicefer on 2026-12-06 until the im2col path and the channels_last max "
-             f"pool); `compiled` today's with the encoders through torch.compile (inductor; compilation in the "
-             f"warm-up, not timed). Produced by `benchmarks/cpu_steps.py`.", "",
+             f"pool); `compiled` today's precision and pool with the encoders through torch.compile (inductor, "
+             f"handed PyTorch's convolutions; compilation in the warm-up, not timed). Produced by "
+             f"`benchmarks/cpu_steps.py`.", "",
              f"| variant | Stage 1 images/s | Stage 2 | baseline | Stage 1 against {first} |", "|---|---|---|---|---|"]
     for name in dict.fromkeys(name for name, _ in cases):
         s1, s2, sup = (speed[name, stage] for stage in ("stage1", "stage2", "supervised"))
