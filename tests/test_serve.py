@@ -1,11 +1,13 @@
 """`dicefer serve`: every endpoint in process, good and bad requests (a 4xx with a JSON error for
 every bad one, never a 500), tracks across a stream's requests, and concurrent clients."""
+import asyncio
 import io
 import json
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -132,8 +134,8 @@ def test_a_body_past_the_limit_is_refused_without_a_length_header(client):
     assert response.status_code == 413
 
 
-@pytest.fixture(scope="module")
-def live_server(app):
+@contextmanager
+def serving(app):
     """The app on a real port, in a thread, as `dicefer serve` runs it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -147,6 +149,28 @@ def live_server(app):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_server(app):
+    with serving(app) as url:
+        yield url
+
+
+FRAME_DELAY = 3.0
+
+
+@pytest.fixture
+def slow_frames_server(app):
+    """The app with each webcam frame (a request with ?stream=) held FRAME_DELAY seconds before it
+    is answered, as on a loaded server, so a photo can be chosen while a frame is on the server."""
+    async def slow_frames(scope, receive, send):
+        if scope["type"] == "http" and b"stream=" in scope.get("query_string", b""):
+            await asyncio.sleep(FRAME_DELAY)
+        await app(scope, receive, send)
+
+    with serving(slow_frames) as url:
+        yield url
 
 
 def test_concurrent_clients_all_get_answers(live_server, tmp_path):
@@ -248,3 +272,19 @@ def test_the_page_shows_faces_from_the_webcam_and_from_a_dropped_photo(live_serv
         time.sleep(0.25)
     assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face")
     browser.save_screenshot(str(ARTIFACTS / "serve-photo.png"))
+
+
+def test_a_webcam_frame_answered_after_a_photo_does_not_replace_it(slow_frames_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(slow_frames_server + "/?webcam")
+    wait_for_faces(browser)  # the first frame is answered; the next is now held on the server
+    photo = tmp_path / "photo.png"
+    Image.fromarray(face_photo(4, 0)).save(photo)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    deadline = time.time() + FRAME_DELAY
+    while "photo.png:" not in browser.find_element(By.ID, "status").text and time.time() < deadline:
+        time.sleep(0.1)
+    assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face"), "the photo was not answered first"
+    time.sleep(FRAME_DELAY + 1)  # the held frame comes back
+    assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face")
