@@ -247,6 +247,19 @@ def wait_for_faces(browser, seconds: float = 60) -> list[str]:
                          f"{browser.find_element(By.ID, 'status').text!r}")
 
 
+def choose_photo(browser, tmp_path: Path, seconds: float) -> str:
+    """Choose a rendered face as photo.png in the page's file field; the status once it is answered."""
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(face_photo(4, 0)).save(photo)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    deadline = time.time() + seconds
+    while "photo.png:" not in browser.find_element(By.ID, "status").text and time.time() < deadline:
+        time.sleep(0.1)
+    return browser.find_element(By.ID, "status").text
+
+
 def test_the_page_shows_faces_from_the_webcam_and_from_a_dropped_photo(live_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -264,13 +277,7 @@ def test_the_page_shows_faces_from_the_webcam_and_from_a_dropped_photo(live_serv
         "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i+1] > 200 && d[i] < 100 && d[i+2] < 100) n++; return n;")
     assert green > 100
     # a photo chosen in the page's file field (what a drop does): its faces replace the webcam's
-    photo = tmp_path / "photo.png"
-    Image.fromarray(face_photo(4, 0)).save(photo)
-    browser.find_element(By.ID, "file").send_keys(str(photo))
-    deadline = time.time() + 60
-    while "photo.png:" not in browser.find_element(By.ID, "status").text and time.time() < deadline:
-        time.sleep(0.25)
-    assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face")
+    assert choose_photo(browser, tmp_path, seconds=60).startswith("photo.png: 1 face")
     browser.save_screenshot(str(ARTIFACTS / "serve-photo.png"))
 
 
@@ -279,12 +286,7 @@ def test_a_webcam_frame_answered_after_a_photo_does_not_replace_it(slow_frames_s
 
     browser.get(slow_frames_server + "/?webcam")
     wait_for_faces(browser)  # the first frame is answered; the next is now held on the server
-    photo = tmp_path / "photo.png"
-    Image.fromarray(face_photo(4, 0)).save(photo)
-    browser.find_element(By.ID, "file").send_keys(str(photo))
-    deadline = time.time() + FRAME_DELAY
-    while "photo.png:" not in browser.find_element(By.ID, "status").text and time.time() < deadline:
-        time.sleep(0.1)
-    assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face"), "the photo was not answered first"
+    status = choose_photo(browser, tmp_path, seconds=FRAME_DELAY)
+    assert status.startswith("photo.png: 1 face"), "the photo was not answered first"
     time.sleep(FRAME_DELAY + 1)  # the held frame comes back
     assert browser.find_element(By.ID, "status").text.startswith("photo.png: 1 face")
